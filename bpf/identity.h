@@ -1,0 +1,225 @@
+/* The acting task's audit identity, captured in the kernel at the moment of the syscall.
+ *
+ * Kernel struct members are read at byte offsets that user space takes from the running
+ * kernel's BTF and passes in as OFF_* constants (see tracer/kernel_layout.py), never through
+ * the header tree BCC compiles against, whose layouts may belong to another kernel.
+ */
+#ifndef AUDTRACE_IDENTITY_H
+#define AUDTRACE_IDENTITY_H
+
+#define COMM_LEN 16
+#define TTY_LEN 32
+#define PROCTITLE_LEN 128   /* audit's MAX_PROCTITLE_AUDIT_LEN */
+#define EXE_DEPTH 16        /* path components kept, leaf first */
+#define EXE_PART 64
+
+#define READ_KERNEL(dst, base, off) \
+	bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)(base) + (off))
+
+struct comm_key {
+	char comm[COMM_LEN];
+};
+
+struct identity {
+	u32 pid, ppid, tid;
+	u32 auid, ses;
+	u32 uid, gid, euid, suid, fsuid, egid, sgid, fsgid;
+	char comm[COMM_LEN];
+	char tty[TTY_LEN];
+};
+
+struct exe_path {
+	u32 depth;              /* parts filled */
+	u32 truncated;          /* more components than EXE_DEPTH */
+	char parts[EXE_DEPTH][EXE_PART];
+};
+
+struct proctitle {
+	u32 len;
+	char buf[PROCTITLE_LEN];
+};
+
+/* What OBJ_PID says of a signal's target. */
+struct target {
+	u32 pid, auid, uid, ses;
+	char comm[COMM_LEN];
+};
+
+static __always_inline u32 task_u32(void *task, u32 off)
+{
+	u32 v = 0;
+	READ_KERNEL(v, task, off);
+	return v;
+}
+
+static __always_inline void *task_ptr(void *task, u32 off)
+{
+	void *p = 0;
+	READ_KERNEL(p, task, off);
+	return p;
+}
+
+static __always_inline void capture_target(struct target *t, void *task)
+{
+	void *real_cred = task_ptr(task, OFF_TASK_REAL_CRED);
+
+	t->pid = task_u32(task, OFF_TASK_TGID);
+#ifdef OFF_TASK_LOGINUID
+	t->auid = task_u32(task, OFF_TASK_LOGINUID);
+	t->ses = task_u32(task, OFF_TASK_SESSIONID);
+#else
+	t->auid = (u32)-1;
+	t->ses = (u32)-1;
+#endif
+	t->uid = task_u32(real_cred, OFF_CRED_UID);
+	bpf_probe_read_kernel_str(t->comm, sizeof(t->comm), task + OFF_TASK_COMM);
+}
+
+static __always_inline void capture_identity(struct identity *id, void *task)
+{
+	u64 pid_tgid = bpf_get_current_pid_tgid();
+	void *cred = task_ptr(task, OFF_TASK_CRED);
+	void *parent = task_ptr(task, OFF_TASK_REAL_PARENT);
+	void *signal = task_ptr(task, OFF_TASK_SIGNAL);
+	void *tty = task_ptr(signal, OFF_SIGNAL_TTY);
+
+	id->pid = pid_tgid >> 32;
+	id->tid = (u32)pid_tgid;
+	id->ppid = task_u32(parent, OFF_TASK_TGID);
+#ifdef OFF_TASK_LOGINUID
+	id->auid = task_u32(task, OFF_TASK_LOGINUID);
+	id->ses = task_u32(task, OFF_TASK_SESSIONID);
+#else
+	id->auid = (u32)-1;
+	id->ses = (u32)-1;
+#endif
+	id->uid = task_u32(cred, OFF_CRED_UID);
+	id->gid = task_u32(cred, OFF_CRED_GID);
+	id->euid = task_u32(cred, OFF_CRED_EUID);
+	id->suid = task_u32(cred, OFF_CRED_SUID);
+	id->fsuid = task_u32(cred, OFF_CRED_FSUID);
+	id->egid = task_u32(cred, OFF_CRED_EGID);
+	id->sgid = task_u32(cred, OFF_CRED_SGID);
+	id->fsgid = task_u32(cred, OFF_CRED_FSGID);
+	bpf_get_current_comm(id->comm, sizeof(id->comm));
+	id->tty[0] = 0;
+	if (tty)
+		bpf_probe_read_kernel_str(id->tty, sizeof(id->tty), tty + OFF_TTY_NAME);
+}
+
+/* argv of the current task as audit's PROCTITLE takes it: the first 128 bytes. */
+static __always_inline void capture_proctitle(struct proctitle *pt, void *task)
+{
+	void *mm = task_ptr(task, OFF_TASK_MM);
+	unsigned long start = 0, end = 0;
+	u32 len;
+
+	pt->len = 0;
+	if (!mm)
+		return;
+	READ_KERNEL(start, mm, OFF_MM_ARG_START);
+	READ_KERNEL(end, mm, OFF_MM_ARG_END);
+	if (end <= start)
+		return;
+	len = end - start;
+	if (len > PROCTITLE_LEN)
+		len = PROCTITLE_LEN;
+	/* a fixed-size read keeps the verifier simple; the bytes past arg_end are the
+	 * environment's, on the same stack pages, and are cut off by len */
+	if (bpf_probe_read_user(pt->buf, PROCTITLE_LEN, (void *)start) == 0)
+		pt->len = len;
+}
+
+/* The executable's path, walked up through dentries and across mounts. d_path() is not
+ * callable from tracepoints, so the components travel leaf first and user space joins them. */
+static __always_inline void capture_exe(struct exe_path *exe, void *task)
+{
+	void *mm = task_ptr(task, OFF_TASK_MM);
+	void *file, *dentry, *vfsmnt, *mnt;
+	u32 n = 0;
+
+	exe->depth = 0;
+	exe->truncated = 0;
+	if (!mm)
+		return;
+	file = task_ptr(mm, OFF_MM_EXE_FILE);
+	if (!file)
+		return;
+	dentry = task_ptr(file, OFF_FILE_F_PATH + OFF_PATH_DENTRY);
+	vfsmnt = task_ptr(file, OFF_FILE_F_PATH + OFF_PATH_MNT);
+	mnt = vfsmnt - OFF_MOUNT_MNT;
+
+#pragma unroll
+	for (int i = 0; i < EXE_DEPTH + 4; i++) {
+		void *root = task_ptr(mnt, OFF_MOUNT_MNT + OFF_VFSMOUNT_MNT_ROOT);
+		void *parent;
+		void *name;
+
+		if (dentry == root) {
+			void *mnt_parent = task_ptr(mnt, OFF_MOUNT_MNT_PARENT);
+
+			if (mnt_parent == mnt)
+				break;
+			dentry = task_ptr(mnt, OFF_MOUNT_MNT_MOUNTPOINT);
+			mnt = mnt_parent;
+			continue;
+		}
+		parent = task_ptr(dentry, OFF_DENTRY_D_PARENT);
+		if (parent == dentry)
+			break;
+		if (n >= EXE_DEPTH) {
+			exe->truncated = 1;
+			break;
+		}
+		name = task_ptr(dentry, OFF_DENTRY_D_NAME_NAME);
+		bpf_probe_read_kernel_str(exe->parts[n], EXE_PART, name);
+		n++;
+		dentry = parent;
+	}
+	exe->depth = n;
+}
+
+/* Syscall arguments a0..a3 as audit records them: the registers at entry, also those past
+ * the syscall's own arity (audit prints them whatever they hold). */
+static __always_inline void capture_args(u64 *args, const u64 *tp_args, int nr, int nargs)
+{
+	/* a tracepoint record holds only the syscall's own arguments */
+	args[0] = nargs > 0 ? tp_args[0] : 0;
+	args[1] = nargs > 1 ? tp_args[1] : 0;
+	args[2] = nargs > 2 ? tp_args[2] : 0;
+	args[3] = nargs > 3 ? tp_args[3] : 0;
+#ifdef HAVE_TASK_PT_REGS
+	{
+		struct task_struct *t = bpf_get_current_task_btf();
+		void *regs = (void *)bpf_task_pt_regs(t);
+		long orig = -1;
+
+		READ_KERNEL(orig, regs, OFF_REGS_NR);
+		if (orig == nr) {
+			READ_KERNEL(args[0], regs, OFF_REGS_ARG0);
+			READ_KERNEL(args[1], regs, OFF_REGS_ARG1);
+			READ_KERNEL(args[2], regs, OFF_REGS_ARG2);
+			READ_KERNEL(args[3], regs, OFF_REGS_ARG3);
+		}
+	}
+#endif
+}
+
+/* The layout of a syscall tracepoint record (syscalls:sys_enter_* / sys_exit_*): common
+ * header, the syscall number, then each argument widened to 8 bytes. Declared once so one
+ * program serves every syscall of a family. */
+struct sys_enter_ctx {
+	u64 common;
+	s32 nr;
+	u32 pad;
+	u64 args[6];
+};
+
+struct sys_exit_ctx {
+	u64 common;
+	s32 nr;
+	u32 pad;
+	s64 ret;
+};
+
+#endif

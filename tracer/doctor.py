@@ -1,0 +1,165 @@
+"""`audtrace doctor`: what this machine offers, and which mechanism each subcommand uses.
+
+Every answer is measured here and now (a file, a syscall, a tiny program load), never
+assumed from the kernel version.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import orjson
+
+from audtrace.tracer import system
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _kconfig() -> dict[str, str]:
+    """The running kernel's config, where the kernel exposes it."""
+    import gzip
+
+    for path in (Path("/proc/config.gz"), Path(f"/boot/config-{platform.release()}")):
+        try:
+            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        except OSError:
+            continue
+        out = {}
+        for line in raw.decode(errors="replace").splitlines():
+            if line.startswith("CONFIG_") and "=" in line:
+                k, v = line.split("=", 1)
+                out[k] = v
+        return out
+    return {}
+
+
+def kprobes_available() -> tuple[bool, str]:
+    """kprobes exist when the kernel lists its kprobe blacklist or a kprobe PMU."""
+    if Path("/sys/bus/event_source/devices/kprobe").is_dir():
+        return True, "kprobe PMU present"
+    root = system.tracefs_root()
+    if root is not None and (root / "kprobe_events").exists():
+        return True, "tracefs kprobe_events present"
+    cfg = _kconfig()
+    if cfg.get("CONFIG_KPROBES") == "y":
+        return True, "CONFIG_KPROBES=y"
+    return False, "no kprobe PMU and no kprobe_events (CONFIG_KPROBES is not set?)"
+
+
+def fentry_available() -> tuple[bool, str]:
+    """Load a tiny fentry program: only the kernel can say (EPERM under some lockdowns)."""
+    try:
+        from bcc import BPF
+    except ImportError:
+        return False, "BCC not importable"
+    if not BPF.support_kfunc():
+        return False, "BCC or kernel lacks kfunc (fentry) support"
+    try:
+        with system.header_tree_for_bcc(system.find_header_tree()):
+            b = BPF(text="KFUNC_PROBE(do_nanosleep) { return 0; }")
+            b.cleanup()
+        return True, "an fentry program loaded"
+    except Exception as e:  # BCC raises bare Exception
+        return False, f"fentry program load failed: {str(e).splitlines()[-1][:80]}"
+
+
+def lsm_state() -> str:
+    try:
+        return Path("/sys/kernel/security/lockdown").read_text().strip()
+    except OSError:
+        return "unknown (securityfs not mounted)"
+
+
+def audit_state() -> tuple[bool, str]:
+    try:
+        from audtrace.tracer.audit_netlink import AuditNetlink
+
+        with AuditNetlink() as nl:
+            s = nl.status()
+        return True, (f"enabled {s['enabled']}, pid {s['pid']}, backlog {s['backlog']}/"
+                      f"{s['backlog_limit']}, lost {s['lost']}")
+    except Exception as e:
+        return False, f"kernel audit unreachable: {e}"
+
+
+def auditd_running() -> tuple[bool, str]:
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                if (p / "comm").read_text().strip() == "auditd":
+                    return True, f"auditd pid {p.name}"
+            except OSError:
+                pass
+    return False, "no auditd process"
+
+
+def checks() -> list[Check]:
+    out = []
+    btf = system.BTF_VMLINUX.is_file()
+    out.append(Check("BTF", btf, str(system.BTF_VMLINUX) if btf else "no /sys/kernel/btf/vmlinux"))
+    root = system.tracefs_root()
+    out.append(Check("tracefs", root is not None,
+                     str(root) if root else "not mounted: audtrace mounts it while it runs"))
+    tp = root is not None and (root / "events/syscalls/sys_enter_kill").is_dir()
+    if root is None:
+        tp_detail = "unknown until tracefs is mounted"
+    else:
+        tp_detail = "syscalls:sys_enter_kill present" if tp else "no syscall tracepoints"
+    out.append(Check("tracepoints", tp or root is None, tp_detail))
+    ok, detail = kprobes_available()
+    out.append(Check("kprobes", ok, detail))
+    ok, detail = fentry_available()
+    out.append(Check("fentry", ok, detail))
+    tree = system.find_header_tree()
+    out.append(Check("header tree", tree.kind != "none", tree.note))
+    ok, detail = audit_state()
+    out.append(Check("kernel audit", ok, detail))
+    ok, detail = auditd_running()
+    out.append(Check("auditd", ok, detail))
+    out.append(Check("lockdown", True, lsm_state()))
+    out.append(Check("ausearch", bool(shutil.which("ausearch")),
+                     shutil.which("ausearch") or "not installed (package auditd)"))
+    return out
+
+
+def mechanisms(by_name: dict[str, Check]) -> dict[str, str]:
+    offsets = "BTF offsets" if by_name["BTF"].ok else "header offsets (no BTF)"
+    return {
+        "kill": f"tracepoints syscalls:sys_enter/exit_* + raw tracepoint signal_generate, {offsets}",
+        "kill --source audit": "kernel audit rules over netlink, multicast group readlog"
+        + ("" if by_name["kernel audit"].ok else " (unavailable)"),
+    }
+
+
+def main(fmt: str) -> None:
+    with system.tracefs_mounted(lambda _m: None) if os.geteuid() == 0 else _null():
+        results = checks()
+    by_name = {c.name: c for c in results}
+    mech = mechanisms(by_name)
+    if fmt == "json":
+        print(orjson.dumps({"kernel": platform.release(), "checks": [asdict(c) for c in results],
+                            "mechanisms": mech}).decode())
+        return
+    print(f"kernel {platform.release()} {platform.machine()}")
+    for c in results:
+        print(f"  {'yes' if c.ok else 'no ':3}  {c.name:13} {c.detail}")
+    print("subcommands:")
+    for name, how in mech.items():
+        print(f"  {name:20} {how}")
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *_):
+        return False

@@ -1,0 +1,138 @@
+"""Normalized events: what a BPF program reported, decoded from its C struct into plain data.
+
+Nothing here knows the audit text format; tracer/audit_records.py turns these into records.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from dataclasses import dataclass, field
+
+EV_SYSCALL = 1
+EV_KERNEL_SIGNAL = 2
+EXE_DEPTH, EXE_PART = 16, 64   # bpf/identity.h
+
+
+@dataclass(slots=True)
+class Identity:
+    """The acting task as audit's SYSCALL record describes it."""
+    pid: int
+    ppid: int
+    tid: int
+    auid: int
+    ses: int
+    uid: int
+    gid: int
+    euid: int
+    suid: int
+    fsuid: int
+    egid: int
+    sgid: int
+    fsgid: int
+    comm: bytes
+    tty: str | None
+    exe: bytes | None
+    proctitle: bytes
+
+
+@dataclass(slots=True)
+class Target:
+    """A signal's target as audit's OBJ_PID record describes it."""
+    pid: int
+    auid: int
+    uid: int
+    ses: int
+    comm: bytes
+    from_proc: bool = False   # read from /proc after the fact, not in the kernel
+
+
+@dataclass(slots=True)
+class SyscallEvent:
+    time_ns: int              # CLOCK_REALTIME at syscall entry
+    arch: int                 # AUDIT_ARCH_*
+    nr: int
+    args: tuple[int, int, int, int]
+    ret: int
+    who: Identity
+    targets: list[Target] = field(default_factory=list)
+    targets_dropped: int = 0  # targets past what the kernel side keeps
+
+
+@dataclass(slots=True)
+class KernelSignal:
+    """A signal the kernel generated with no signal syscall: fault, SIGPIPE, OOM kill, timer."""
+    time_ns: int
+    sig: int
+    si_code: int
+    result: int               # TRACE_SIGNAL_DELIVERED, _IGNORED, _ALREADY_PENDING, ...
+    group: bool
+    context: Identity         # the task in whose context the kernel generated it
+    victim: Target
+
+
+def _cstr(raw) -> bytes:
+    return bytes(raw).split(b"\0", 1)[0]
+
+
+def _bytes(obj, name: str, size: int | None = None) -> bytes:
+    """A char array member's bytes, NULs included (ctypes would stop at the first NUL).
+    BCC describes char[N][M] as char[N]: such members pass their true size."""
+    f = getattr(type(obj), name)
+    return ctypes.string_at(ctypes.addressof(obj) + f.offset, size or f.size)
+
+
+def _exe(exe) -> bytes | None:
+    depth = int(exe.depth)
+    if depth == 0:
+        return None
+    raw = _bytes(exe, "parts", EXE_DEPTH * EXE_PART)
+    parts = [_cstr(raw[i * EXE_PART:(i + 1) * EXE_PART]) for i in range(depth - 1, -1, -1)]
+    return b"/" + b"/".join(parts)
+
+
+def identity_of(c) -> Identity:
+    ident, title = c.id, c.title
+    tty = _cstr(ident.tty).decode(errors="replace") or None
+    return Identity(
+        pid=ident.pid, ppid=ident.ppid, tid=ident.tid, auid=ident.auid, ses=ident.ses,
+        uid=ident.uid, gid=ident.gid, euid=ident.euid, suid=ident.suid, fsuid=ident.fsuid,
+        egid=ident.egid, sgid=ident.sgid, fsgid=ident.fsgid, comm=_cstr(ident.comm), tty=tty,
+        exe=_exe(c.exe), proctitle=_bytes(title, "buf")[: int(title.len)].rstrip(b"\0"),
+    )
+
+
+def target_of(t) -> Target:
+    return Target(pid=t.pid, auid=t.auid, uid=t.uid, ses=t.ses, comm=_cstr(t.comm))
+
+
+class Clock:
+    """Converts the BPF program's monotonic stamps to wall-clock time.
+
+    Re-sampled on every poll, so a clock change while tracing shifts later events as it
+    shifts audit's own stamps.
+    """
+
+    def __init__(self) -> None:
+        self.mono = time.CLOCK_MONOTONIC
+        self.offset = 0
+        self.sample()
+
+    def sample(self) -> None:
+        self.offset = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(self.mono)
+
+    def realtime(self, mono_ns: int) -> int:
+        return mono_ns + self.offset
+
+
+def decode_signal_event(c, arch: int, clock: Clock) -> SyscallEvent | KernelSignal:
+    t_ns = clock.realtime(int(c.ktime))
+    kept = min(int(c.ntargets), len(c.targets))
+    targets = [target_of(c.targets[i]) for i in range(kept)]
+    if c.kind == EV_KERNEL_SIGNAL:
+        return KernelSignal(time_ns=t_ns, sig=c.sig, si_code=c.si_code, result=c.result,
+                            group=bool(c.group), context=identity_of(c), victim=targets[0])
+    args = tuple(int(a) for a in c.args)
+    return SyscallEvent(time_ns=t_ns, arch=arch, nr=c.nr, args=args, ret=int(c.ret),
+                        who=identity_of(c), targets=targets,
+                        targets_dropped=int(c.ntargets) - kept)

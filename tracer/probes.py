@@ -1,0 +1,149 @@
+"""Compile a program from bpf/, attach it, and read its perf buffer.
+
+A subcommand declares a `ProgramSpec` (which C file, which syscall tracepoints, which
+constants and filter sets); this module turns the declaration into a running program.
+Constants are prepended as #defines, so an unused filter costs nothing in the kernel.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from audtrace.compat import tables
+from audtrace.tracer import kernel_layout
+from audtrace.tracer.btf import BTF, BTFError
+from audtrace.tracer.system import BTF_VMLINUX
+
+BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+if not BPF_DIR.is_dir():  # installed: audtrace/tracer and audtrace/bpf side by side
+    BPF_DIR = Path(__file__).parent.parent / "bpf"
+
+
+@dataclass
+class ProgramSpec:
+    source: str                                   # file name in bpf/
+    syscalls: tuple[str, ...]                     # sys_enter_/sys_exit_ tracepoints to attach
+    defines: dict[str, int | str] = field(default_factory=dict)
+    # map name -> keys to insert (ints for u32 keys, bytes for comm keys)
+    filters: dict[str, list[int | bytes]] = field(default_factory=dict)
+    # a map whose value type is the event struct: BCC describes nested structs and arrays
+    # for map values, not for perf output
+    event_struct_map: str = "inflight"
+    enter_fn: str = "on_sys_enter"
+    exit_fn: str = "on_sys_exit"
+
+
+class ProbeError(Exception):
+    pass
+
+
+def kernel_version() -> tuple[int, int]:
+    major, minor = platform.release().split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def load_layout() -> kernel_layout.Layout:
+    try:
+        return kernel_layout.from_btf(BTF.load(BTF_VMLINUX))
+    except (OSError, BTFError):
+        return kernel_layout.from_headers()
+
+
+class Program:
+    """One compiled and attached BPF program."""
+
+    def __init__(self, spec: ProgramSpec, layout: kernel_layout.Layout, tracefs: Path) -> None:
+        from bcc import BPF  # imported late: `audtrace --help` must not need BCC
+
+        self.spec = spec
+        self.layout = layout
+        self.missing: list[str] = []    # syscalls this kernel has no tracepoint for
+        self.lost = 0                   # perf buffer records the kernel dropped
+        arch = tables.host_arch()
+        defines: dict[str, int | str] = {}
+        for name in spec.syscalls:
+            nr = tables.syscall_number(arch, name)
+            defines[f"NR_{name.upper()}"] = -1 if nr is None else nr
+        defines.update(spec.defines)
+        source = (BPF_DIR / spec.source).read_text()
+        self.features: list[str] = []
+        # optional helpers, newest first; dropped one by one if this kernel refuses them
+        optional = []
+        if kernel_layout.has_register_offsets(layout) and kernel_version() >= (5, 15):
+            optional.append("HAVE_TASK_PT_REGS")
+        last_error: Exception | None = None
+        while True:
+            prelude = layout.prelude() + "".join(f"#define {k} {v}\n" for k, v in defines.items())
+            prelude += "".join(f"#define {f} 1\n" for f in optional)
+            try:
+                self.bpf = BPF(text=prelude + source, cflags=[f"-I{BPF_DIR}", "-w"])
+                self._attach(tracefs)
+                break
+            except Exception as e:  # BCC raises bare Exception for compile/load errors
+                last_error = e
+                if not optional:
+                    raise ProbeError(f"cannot load bpf/{spec.source}: {e}") from last_error
+                optional.pop(0)
+        self.features = optional
+        self._fill_filters()
+
+    def _attach(self, tracefs: Path) -> None:
+        attached = 0
+        for name in self.spec.syscalls:
+            if not (tracefs / "events/syscalls" / f"sys_enter_{name}").is_dir():
+                self.missing.append(name)
+                continue
+            self.bpf.attach_tracepoint(tp=f"syscalls:sys_enter_{name}", fn_name=self.spec.enter_fn)
+            self.bpf.attach_tracepoint(tp=f"syscalls:sys_exit_{name}", fn_name=self.spec.exit_fn)
+            attached += 1
+        if self.spec.syscalls and not attached:
+            raise ProbeError("none of the syscall tracepoints exist: "
+                             + ", ".join(self.spec.syscalls))
+
+    def _fill_filters(self) -> None:
+        for map_name, keys in self.spec.filters.items():
+            table = self.bpf[map_name]
+            for key in keys:
+                if isinstance(key, bytes):
+                    k = table.Key()
+                    ctypes.memmove(ctypes.addressof(k), key[:15] + b"\0", min(len(key), 15) + 1)
+                else:
+                    k = table.Key(key)
+                table[k] = table.Leaf(1)
+
+    def open_events(self, on_event: Callable[[object], None], pages: int = 256) -> None:
+        table = self.bpf["events"]
+        ptr = ctypes.POINTER(self.bpf[self.spec.event_struct_map].Leaf)
+
+        def _raw(_cpu: int, data: int, _size: int) -> None:
+            on_event(ctypes.cast(data, ptr).contents)
+
+        def _lost(count: int) -> None:
+            self.lost += count
+
+        table.open_perf_buffer(_raw, page_cnt=pages, lost_cb=_lost)
+
+    def poll(self, timeout_ms: int) -> None:
+        self.bpf.perf_buffer_poll(timeout=timeout_ms)
+
+    def counter(self, map_name: str, index: int = 0) -> int:
+        return int(self.bpf[map_name][ctypes.c_int(index)].value)
+
+    def close(self) -> None:
+        bpf = getattr(self, "bpf", None)
+        if bpf is not None:
+            bpf.cleanup()
+            self.bpf = None
+
+
+def mechanism(layout: kernel_layout.Layout) -> str:
+    return "BTF" if layout.source == "btf" else "headers (no BTF: offsets from the header tree)"
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0

@@ -1,0 +1,233 @@
+"""One tracing run: set up the sources, stream events to the sink, put everything back.
+
+Everything set up goes on one ExitStack, so tracefs, the header tree, BPF programs, audit
+rules and the audit enabled flag are restored on every exit path: normal end, --count,
+--duration, SIGINT/SIGTERM/SIGHUP, and errors.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from audtrace.compat import tables
+from audtrace.compat.record import Event, Record, enc_int, enc_str
+from audtrace.tracer import audit_records, probes, system
+from audtrace.tracer.events import Clock
+from audtrace.tracer.sink import Sink
+
+# events are held this long so the two sources' events leave in time order
+REORDER_NS = 250_000_000
+
+CAP_SYS_ADMIN, CAP_AUDIT_CONTROL, CAP_AUDIT_READ, CAP_PERFMON, CAP_BPF = 21, 30, 37, 38, 39
+CAP_NAMES = {CAP_SYS_ADMIN: "CAP_SYS_ADMIN", CAP_AUDIT_CONTROL: "CAP_AUDIT_CONTROL",
+             CAP_AUDIT_READ: "CAP_AUDIT_READ", CAP_PERFMON: "CAP_PERFMON", CAP_BPF: "CAP_BPF"}
+
+
+class SessionError(Exception):
+    pass
+
+
+def notice(msg: str) -> None:
+    print(f"audtrace: {msg}", file=sys.stderr, flush=True)
+
+
+def effective_caps() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def missing_caps(source: str) -> list[str]:
+    caps = effective_caps()
+    need = []
+    if source in ("ebpf", "both"):
+        # CAP_SYS_ADMIN stands in for CAP_BPF+CAP_PERFMON on kernels older than 5.8
+        if not caps & (1 << CAP_SYS_ADMIN):
+            need += [c for c in (CAP_BPF, CAP_PERFMON) if not caps & (1 << c)]
+    if source in ("audit", "both"):
+        need += [c for c in (CAP_AUDIT_CONTROL, CAP_AUDIT_READ) if not caps & (1 << c)]
+    return [CAP_NAMES[c] for c in need]
+
+
+@dataclass
+class Subcommand:
+    """What a subcommand declares; the session does the rest."""
+    name: str
+    program: probes.ProgramSpec
+    decode: Callable                    # (raw BPF struct, arch, Clock) -> normalized event
+    to_audit: Callable                  # (normalized event, keys, serial) -> Event
+    audit_rules: list = field(default_factory=list)
+
+
+@dataclass
+class Options:
+    source: str = "ebpf"
+    fmt: str = "raw"
+    output: str | None = None
+    keys: list[str] = field(default_factory=list)
+    duration: float | None = None
+    count: int | None = None
+
+
+class Session:
+    def __init__(self, sub: Subcommand, opts: Options) -> None:
+        self.sub, self.opts = sub, opts
+        self.stop = False
+        self.pending: list[tuple[int, int, int, Event]] = []   # heap by time
+        self.seq = 0
+        self.serials = audit_records.serials()
+        self.written = {"ebpf": 0, "audit": 0}
+        self.lost_reported = {"ebpf": 0, "audit": 0}
+        self.program: probes.Program | None = None
+        self.audit = None
+        self.clock: Clock | None = None
+
+    # -- set-up -------------------------------------------------------------------------
+    def _start_ebpf(self, stack: contextlib.ExitStack) -> None:
+        root = stack.enter_context(system.tracefs_mounted(notice))
+        tree = system.find_header_tree()
+        if tree.kind == "none":
+            raise SessionError(tree.note + ": install the kernel headers (./audtrace does)")
+        if tree.kind == "foreign":
+            notice(tree.note)
+        stack.enter_context(system.header_tree_for_bcc(tree))
+        layout = probes.load_layout()
+        if layout.source == "headers":
+            notice("no BTF: struct offsets come from the header tree, right only if it is the"
+                   " running kernel's")
+        self.program = probes.Program(self.sub.program, layout, root)
+        stack.callback(self.program.close)
+        if self.program.missing:
+            notice("no tracepoint on this kernel for: " + ", ".join(self.program.missing))
+        self.clock = Clock()
+        arch = tables.host_arch()
+        self.program.open_events(lambda raw: self._queue(
+            self.sub.to_audit(self.sub.decode(raw, arch, self.clock), self.opts.keys,
+                              next(self.serials))))
+
+    def _start_audit(self, stack: contextlib.ExitStack) -> None:
+        from audtrace.tracer.audit_source import AuditSource
+
+        self.audit = stack.enter_context(AuditSource(self.sub.audit_rules, on_notice=notice))
+
+    # -- the stream -----------------------------------------------------------------------
+    def _queue(self, ev: Event) -> None:
+        self.seq += 1
+        t = ev.sec * 1_000_000_000 + ev.msec * 1_000_000
+        heapq.heappush(self.pending, (t, self.seq, time.monotonic_ns(), ev))
+
+    def _drain(self, sink: Sink, everything: bool = False) -> None:
+        now = time.monotonic_ns()
+        while self.pending and (everything or now - self.pending[0][2] >= REORDER_NS):
+            # hold back an event while a later-arriving one may still sort before it
+            ev = heapq.heappop(self.pending)[3]
+            if self.opts.count is not None and sum(self.written.values()) >= self.opts.count:
+                self.pending.clear()
+                self.stop = True
+                return
+            sink.write(ev)
+            self.written[ev.source] += 1
+        if self.opts.count is not None and sum(self.written.values()) >= self.opts.count:
+            self.stop = True
+
+    def lost(self) -> dict[str, int]:
+        out = {"ebpf": 0, "audit": 0}
+        if self.program is not None:
+            out["ebpf"] = self.program.lost + self.program.counter("drops")
+        if self.audit is not None:
+            out["audit"] = self.audit.lost()
+        return out
+
+    def _report_loss(self) -> None:
+        """Lost events become an event of their own in the stream, never a silent gap."""
+        for source, n in self.lost().items():
+            new = n - self.lost_reported[source]
+            if new <= 0:
+                continue
+            self.lost_reported[source] = n
+            now = time.time_ns()
+            sec, nsec = divmod(now, 1_000_000_000)
+            rec = Record(LOSS_TYPE, [("op", enc_str("lost-events")), ("source", enc_str(source)),
+                                     ("lost", enc_int(new)), ("total", enc_int(n)),
+                                     ("res", "failed"), audit_records.SRC])
+            self._queue(Event(sec, nsec // 1_000_000, next(self.serials), [rec], "ebpf"))
+
+    def _handle_signal(self, _signum, _frame) -> None:
+        self.stop = True
+
+    def run(self) -> int:
+        opts = self.opts
+        if opts.source not in ("ebpf", "audit", "both"):
+            raise SessionError(f"unknown source {opts.source!r}: choose ebpf, audit or both")
+        missing = missing_caps(opts.source)
+        if missing:
+            raise SessionError("needs " + ", ".join(missing) + " (run as root)")
+        sink = Sink(opts.output, opts.fmt)
+        old = {s: signal.signal(s, self._handle_signal)
+               for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        try:
+            with contextlib.ExitStack() as stack:
+                stack.callback(sink.close)
+                if opts.source in ("ebpf", "both"):
+                    self._start_ebpf(stack)
+                if opts.source in ("audit", "both"):
+                    self._start_audit(stack)
+                notice(f"tracing {self.sub.name} ({self.describe()}); Ctrl-C to stop")
+                self._loop(sink)
+                self._report_loss()
+                self._drain(sink, everything=True)
+                self._summary()
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+        return 0
+
+    def _loop(self, sink: Sink) -> None:
+        deadline = None if self.opts.duration is None else time.monotonic() + self.opts.duration
+        last_loss_check = 0.0
+        while not self.stop:
+            if deadline is not None and time.monotonic() >= deadline:
+                break
+            if self.program is not None:
+                self.clock.sample()
+                self.program.poll(50)
+            if self.audit is not None:
+                if self.program is None:
+                    self.audit.wait(0.05)
+                for ev in self.audit.read_events():
+                    self._queue(ev)
+            if time.monotonic() - last_loss_check > 1.0:
+                last_loss_check = time.monotonic()
+                self._report_loss()
+            self._drain(sink)
+        if self.program is not None:
+            self.program.poll(0)
+        if self.audit is not None:
+            for ev in self.audit.read_events(final=True):
+                self._queue(ev)
+
+    def describe(self) -> str:
+        parts = [f"source {self.opts.source}"]
+        if self.program is not None:
+            layout = self.program.layout
+            parts.append(f"eBPF tracepoints, offsets from {probes.mechanism(layout)}")
+        if self.audit is not None:
+            parts.append(f"kernel audit, {len(self.sub.audit_rules)} rules")
+        return "; ".join(parts)
+
+    def _summary(self) -> None:
+        lost = self.lost()
+        notice(f"{sum(self.written.values())} events (ebpf {self.written['ebpf']}, audit "
+               f"{self.written['audit']}); lost: ebpf {lost['ebpf']}, audit {lost['audit']}")
+
+
+# auditd's own record for its trouble; ausearch reads it like any daemon record
+LOSS_TYPE = "DAEMON_ERR"

@@ -1,0 +1,84 @@
+"""`audtrace kill`: who sends which signal to whom.
+
+A declaration, not a script: the syscalls, the in-kernel filters, the audit rules that
+express the same request, and how a decoded event becomes audit records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from audtrace.compat.record import Event
+from audtrace.tracer import audit_records
+from audtrace.tracer.events import Clock, KernelSignal, SyscallEvent, decode_signal_event
+from audtrace.tracer.probes import ProgramSpec
+
+SYSCALLS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal")
+# where the signal number travels, as audit rules must name it
+SIGNAL_ARG = {"kill": 1, "tkill": 1, "rt_sigqueueinfo": 1, "pidfd_send_signal": 1,
+              "tgkill": 2, "rt_tgsigqueueinfo": 2}
+
+
+@dataclass
+class KillRequest:
+    signals: list[int]                      # empty: every signal
+    pids: list[int] = field(default_factory=list)
+    comms: list[str] = field(default_factory=list)
+    uids: list[int] = field(default_factory=list)
+    target_pids: list[int] = field(default_factory=list)
+    target_comms: list[str] = field(default_factory=list)
+    kernel_signals: bool = True
+
+
+def program(req: KillRequest) -> ProgramSpec:
+    wanted = set(req.signals) if req.signals else set(range(1, 65))
+    mask = sum(1 << s for s in wanted if s < 64)
+    filters: dict[str, list[int | bytes]] = {
+        "filter_pid": list(req.pids), "filter_uid": list(req.uids),
+        "filter_comm": [c.encode() for c in req.comms],
+        "filter_tpid": list(req.target_pids),
+        "filter_tcomm": [c.encode() for c in req.target_comms],
+    }
+    defines: dict[str, int | str] = {
+        "SIG_MASK": f"{mask:#x}ULL", "SIG_64_WANTED": int(64 in wanted),
+        "KERNEL_SIGNALS": int(req.kernel_signals),
+    }
+    for map_name, keys in filters.items():
+        defines[map_name.upper()] = int(bool(keys))
+    return ProgramSpec("signal.c", SYSCALLS, defines, {k: v for k, v in filters.items() if v})
+
+
+def to_audit(ev: SyscallEvent | KernelSignal, keys: list[str], serial: int) -> Event:
+    if isinstance(ev, KernelSignal):
+        return audit_records.kernel_signal_event(ev, keys, serial)
+    if not ev.targets and ev.nr is not None:
+        # the kernel generated nothing (refused, or signal 0): audit still names the target
+        pid = _named_target(ev)
+        if pid > 0:
+            t = audit_records.target_from_proc(pid)
+            if t is not None and ev.ret != -3:  # ESRCH: audit names no target either
+                ev.targets.append(t)
+    return audit_records.syscall_event(ev, keys, serial)
+
+
+def _named_target(ev: SyscallEvent) -> int:
+    from audtrace.compat import tables
+
+    name = tables.syscall_name(ev.arch, ev.nr)
+    raw = ev.args[1] if name in ("tgkill", "rt_tgsigqueueinfo") else ev.args[0]
+    if name == "pidfd_send_signal":
+        return 0
+    raw &= 0xFFFFFFFF
+    return raw - (1 << 32) if raw & 0x80000000 else raw
+
+
+def decode(raw, arch: int, clock: Clock) -> SyscallEvent | KernelSignal:
+    return decode_signal_event(raw, arch, clock)
+
+
+def subcommand(req: KillRequest):
+    from audtrace.tracer.audit_source import signal_rules
+    from audtrace.tracer.session import Subcommand
+
+    return Subcommand(name="kill", program=program(req), decode=decode, to_audit=to_audit,
+                      audit_rules=signal_rules(req.signals, key=None))

@@ -1,0 +1,147 @@
+"""What audtrace needs of the system to compile and attach BPF, set up and put back.
+
+- tracefs: BCC reads tracepoint formats and ids there; mounted when missing, unmounted at exit.
+- a kernel header tree: BCC refuses to compile without one. The running kernel's own tree is
+  used when installed. Otherwise a distribution header tree is presented to the compiler
+  (Debian splits it into -<flavour> and -common packages, merged here with symlinks in a
+  private temporary directory, removed at exit). Such a tree serves only to compile: struct
+  offsets come from BTF (see kernel_layout.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import platform
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+TRACEFS = Path("/sys/kernel/tracing")
+DEBUGFS_TRACING = Path("/sys/kernel/debug/tracing")
+BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def tracefs_root() -> Path | None:
+    for p in (TRACEFS, DEBUGFS_TRACING):
+        if (p / "events").is_dir():
+            return p
+    return None
+
+
+@contextlib.contextmanager
+def tracefs_mounted(notice) -> Iterator[Path]:
+    """Yield the tracefs root, mounting tracefs for the duration when it is not mounted."""
+    root = tracefs_root()
+    if root is not None:
+        yield root
+        return
+    if _libc.mount(b"nodev", str(TRACEFS).encode(), b"tracefs", 0, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"cannot mount tracefs at {TRACEFS}: {os.strerror(err)}")
+    notice(f"mounted tracefs at {TRACEFS} (unmounted at exit)")
+    try:
+        yield TRACEFS
+    finally:
+        if _libc.umount2(str(TRACEFS).encode(), 0) != 0:
+            err = ctypes.get_errno()
+            notice(f"could not unmount tracefs at {TRACEFS}: {os.strerror(err)}")
+
+
+@dataclass
+class HeaderTree:
+    kind: str           # "native", "foreign" (another kernel's headers: compile only) or "none"
+    path: str | None
+    note: str
+
+
+def _complete(tree: Path) -> bool:
+    return (tree / "include/linux/kconfig.h").is_file()
+
+
+def _common_of(flavour_dir: Path) -> Path | None:
+    """Debian's linux-headers-X-amd64 pairs with linux-headers-X-common."""
+    base, _, _flavour = flavour_dir.name.rpartition("-")
+    for cand in (flavour_dir.with_name(base + "-common"), flavour_dir.with_name(base)):
+        if cand != flavour_dir and _complete(cand):
+            return cand
+    return None
+
+
+def find_header_tree() -> HeaderTree:
+    release = platform.release()
+    native = Path("/lib/modules") / release
+    for sub in ("source", "build"):
+        if _complete(native / sub):
+            return HeaderTree("native", None, f"headers of the running kernel ({native / sub})")
+    candidates = sorted(Path("/usr/src").glob("linux-headers-*"), reverse=True)
+    for cand in candidates:
+        if (cand / "include/generated/autoconf.h").is_file() and (_complete(cand) or _common_of(cand)):
+            return HeaderTree("foreign", str(cand),
+                              f"no headers for {release}; compiling against {cand.name}"
+                              " (struct offsets from BTF)")
+    return HeaderTree("none", None, f"no kernel header tree for {release} and none in /usr/src")
+
+
+def _link_children(src: Path, dst: Path, skip: set[str]) -> None:
+    for entry in src.iterdir():
+        if entry.name not in skip:
+            (dst / entry.name).symlink_to(entry)
+
+
+def _merge_tree(flavour: Path, common: Path, out: Path) -> None:
+    """One tree with -common's sources and the flavour's generated files, by symlinks."""
+    arch = {"x86_64": "x86", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    _link_children(common, out, {"include", "arch"})
+    for name in (".config", "Module.symvers"):
+        if (flavour / name).exists():
+            (out / name).symlink_to(flavour / name)
+    (out / "include").mkdir()
+    _link_children(common / "include", out / "include", set())
+    for gen in ("generated", "config"):
+        if (flavour / "include" / gen).exists():
+            (out / "include" / gen).symlink_to(flavour / "include" / gen)
+    (out / "arch").mkdir()
+    _link_children(common / "arch", out / "arch", {arch})
+    (out / "arch" / arch).mkdir()
+    _link_children(common / "arch" / arch, out / "arch" / arch, {"include"})
+    (out / "arch" / arch / "include").mkdir()
+    _link_children(common / "arch" / arch / "include", out / "arch" / arch / "include", set())
+    gen = flavour / "arch" / arch / "include" / "generated"
+    if gen.exists():
+        (out / "arch" / arch / "include" / "generated").symlink_to(gen)
+
+
+@contextlib.contextmanager
+def header_tree_for_bcc(tree: HeaderTree) -> Iterator[None]:
+    """Point BCC at the header tree (BCC_KERNEL_SOURCE) for the duration."""
+    if tree.kind != "foreign" or tree.path is None:
+        yield
+        return
+    flavour = Path(tree.path)
+    tmp = None
+    if _complete(flavour):
+        path = str(flavour)
+    else:
+        common = _common_of(flavour)
+        assert common is not None
+        tmp = tempfile.mkdtemp(prefix="audtrace-kernel-tree-")
+        _merge_tree(flavour, common, Path(tmp))
+        path = tmp
+    old = os.environ.get("BCC_KERNEL_SOURCE")
+    os.environ["BCC_KERNEL_SOURCE"] = path
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("BCC_KERNEL_SOURCE", None)
+        else:
+            os.environ["BCC_KERNEL_SOURCE"] = old
+        if tmp:
+            shutil.rmtree(tmp, ignore_errors=True)
