@@ -69,7 +69,8 @@ class BTF:
 
     def _str(self, off: int) -> str:
         start = self._strs + off
-        return self._data[start:self._data.index(b"\0", start, self._str_end)].decode()
+        end = self._data.index(b"\0", start, self._str_end)
+        return self._data[start:end].decode()
 
     def _type(self, tid: int) -> tuple[int, int, int, int]:
         """(kind, vlen, kflag, size_or_type) of a type id."""
@@ -133,7 +134,7 @@ class BTF:
         return None
 
     def offset(self, path: str) -> int:
-        """Byte offset of a dotted member path, e.g. "task_struct.signal" or "dentry.d_name.name"."""
+        """Byte offset of a dotted member path: "task_struct.signal", "dentry.d_name.name"."""
         struct_name, *names = path.split(".")
         if not names:
             raise BTFError(f"{path}: no member named")

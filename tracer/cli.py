@@ -6,7 +6,6 @@ import sys
 from collections.abc import Callable
 
 import click
-
 from audtrace.compat.signals import parse_signals
 
 VERSION = "0.1.0"
@@ -79,7 +78,8 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--sig", "signals", callback=_signals, metavar="LIST",
-              help="Signals to report: numbers or names (15,12 / TERM,USR2 / SIGTERM). Default: all.")
+              help="Signals to report: numbers or names (15,12 / TERM,USR2 / SIGTERM)."
+              " Default: all.")
 @click.option("--pid", "pids", multiple=True, callback=_ints("pid", 1, 4194304),
               help="Only senders with this pid (tgid).")
 @click.option("--comm", "comms", multiple=True, help="Only senders with this comm.")
@@ -127,11 +127,15 @@ def _run(sub, common: dict) -> None:
     sys.exit(code)
 
 
+# click >= 8.2 signals a bare group invocation with its own exception
+_NO_ARGS_IS_HELP = getattr(click.exceptions, "NoArgsIsHelpError", ())
+
+
 def main() -> None:
     # bad input gets one line, not click's usage block
     try:
-        cli(standalone_mode=False)
-    except click.exceptions.NoArgsIsHelp as e:
+        cli(standalone_mode=False, prog_name="audtrace")
+    except _NO_ARGS_IS_HELP as e:
         click.echo(e.ctx.get_help() if e.ctx else str(e))
         sys.exit(0)
     except click.exceptions.Exit as e:

@@ -13,7 +13,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import orjson
-
 from audtrace.tracer import system
 
 
@@ -134,7 +133,8 @@ def checks() -> list[Check]:
 def mechanisms(by_name: dict[str, Check]) -> dict[str, str]:
     offsets = "BTF offsets" if by_name["BTF"].ok else "header offsets (no BTF)"
     return {
-        "kill": f"tracepoints syscalls:sys_enter/exit_* + raw tracepoint signal_generate, {offsets}",
+        "kill": "tracepoints syscalls:sys_enter/exit_* + raw tracepoint signal_generate,"
+                f" {offsets}",
         "kill --source audit": "kernel audit rules over netlink, multicast group readlog"
         + ("" if by_name["kernel audit"].ok else " (unavailable)"),
     }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import heapq
+import select
 import signal
 import sys
 import time
@@ -48,10 +49,9 @@ def effective_caps() -> int:
 def missing_caps(source: str) -> list[str]:
     caps = effective_caps()
     need = []
-    if source in ("ebpf", "both"):
-        # CAP_SYS_ADMIN stands in for CAP_BPF+CAP_PERFMON on kernels older than 5.8
-        if not caps & (1 << CAP_SYS_ADMIN):
-            need += [c for c in (CAP_BPF, CAP_PERFMON) if not caps & (1 << c)]
+    # CAP_SYS_ADMIN stands in for CAP_BPF+CAP_PERFMON on kernels older than 5.8
+    if source in ("ebpf", "both") and not caps & (1 << CAP_SYS_ADMIN):
+        need += [c for c in (CAP_BPF, CAP_PERFMON) if not caps & (1 << c)]
     if source in ("audit", "both"):
         need += [c for c in (CAP_AUDIT_CONTROL, CAP_AUDIT_READ) if not caps & (1 << c)]
     return [CAP_NAMES[c] for c in need]
@@ -116,7 +116,9 @@ class Session:
     def _start_audit(self, stack: contextlib.ExitStack) -> None:
         from audtrace.tracer.audit_source import AuditSource
 
-        self.audit = stack.enter_context(AuditSource(self.sub.audit_rules, on_notice=notice))
+        # the session's own handlers already turn SIGINT/SIGTERM/SIGHUP into a clean stop
+        self.audit = stack.enter_context(AuditSource(self.sub.audit_rules, on_notice=notice,
+                                                     handle_signals=False))
 
     # -- the stream -----------------------------------------------------------------------
     def _queue(self, ev: Event) -> None:
@@ -143,7 +145,7 @@ class Session:
         if self.program is not None:
             out["ebpf"] = self.program.lost + self.program.counter("drops")
         if self.audit is not None:
-            out["audit"] = self.audit.lost()
+            out["audit"] = self.audit.lost().total
         return out
 
     def _report_loss(self) -> None:
@@ -201,7 +203,7 @@ class Session:
                 self.program.poll(50)
             if self.audit is not None:
                 if self.program is None:
-                    self.audit.wait(0.05)
+                    select.select([self.audit], [], [], 0.05)
                 for ev in self.audit.read_events():
                     self._queue(ev)
             if time.monotonic() - last_loss_check > 1.0:
@@ -211,7 +213,7 @@ class Session:
         if self.program is not None:
             self.program.poll(0)
         if self.audit is not None:
-            for ev in self.audit.read_events(final=True):
+            for ev in self.audit.read_events() + self.audit.flush():
                 self._queue(ev)
 
     def describe(self) -> str:

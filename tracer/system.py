@@ -82,7 +82,8 @@ def find_header_tree() -> HeaderTree:
             return HeaderTree("native", None, f"headers of the running kernel ({native / sub})")
     candidates = sorted(Path("/usr/src").glob("linux-headers-*"), reverse=True)
     for cand in candidates:
-        if (cand / "include/generated/autoconf.h").is_file() and (_complete(cand) or _common_of(cand)):
+        configured = (cand / "include/generated/autoconf.h").is_file()
+        if configured and (_complete(cand) or _common_of(cand)):
             return HeaderTree("foreign", str(cand),
                               f"no headers for {release}; compiling against {cand.name}"
                               " (struct offsets from BTF)")
