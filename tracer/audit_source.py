@@ -25,7 +25,6 @@ from audtrace.tracer.audit_netlink import (
     AuditNetlink,
     AuditReader,
     AuditRule,
-    machine_arches,
 )
 
 # ausearch/auparse's own rule for "this record is a whole event" (auparse.c au_check_events):
@@ -299,41 +298,3 @@ class AuditSource:
         if self._lost_final is not None or self._ctl is None or not self._open:
             return AuditLoss(self._lost_final or 0, overruns)
         return AuditLoss(self._lost_delta(self._ctl.status()["lost"]), overruns)
-
-
-# ---- rules for a request ----------------------------------------------------------------
-# where each signal-sending syscall carries the signal number (kernel ABI, see AUDIT-FORMAT.md)
-SIGNAL_SYSCALLS = {
-    "a1": ("kill", "tkill", "rt_sigqueueinfo", "pidfd_send_signal"),
-    "a2": ("tgkill", "rt_tgsigqueueinfo"),
-}
-
-
-def signal_rules(sigs: list[int], key: str | None, arch: str = "b64") -> list[AuditRule]:
-    """Exit rules for the signal-sending syscalls, one per (argument, signal), as auditctl
-    would write `-a always,exit -F arch=b64 -S kill -S tkill ... -F a1=15 -F key=KEY`.
-
-    No signals: one rule for all six syscalls, every signal.
-    """
-    from audtrace.compat import tables
-
-    b64, b32 = machine_arches()
-    arch_const = {"b64": b64, "b32": b32}[arch]
-
-    def numbers(names: tuple[str, ...]) -> list[int]:
-        found = (tables.syscall_number(arch_const, name) for name in names)
-        return [nr for nr in found if nr is not None]  # None: not on this arch
-
-    tail = [("key", "=", key)] if key else []
-    if not sigs:
-        every = numbers(SIGNAL_SYSCALLS["a1"] + SIGNAL_SYSCALLS["a2"])
-        return [AuditRule(syscalls=every, fields=[("arch", "=", arch), *tail])]
-    rules = []
-    for arg, names in SIGNAL_SYSCALLS.items():
-        syscalls = numbers(names)
-        if not syscalls:
-            continue
-        for sig in sigs:
-            rules.append(AuditRule(syscalls=syscalls,
-                                   fields=[("arch", "=", arch), (arg, "=", sig), *tail]))
-    return rules

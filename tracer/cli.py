@@ -101,7 +101,7 @@ def kill(signals, pids, comms, uids, target_pids, target_comms, kernel_signals, 
     req = decl.KillRequest(signals=signals, pids=pids, comms=_strs(comms), uids=uids,
                            target_pids=target_pids, target_comms=_strs(target_comms),
                            kernel_signals=kernel_signals)
-    _run(decl.subcommand(req), common)
+    _run(decl.subcommand(req, list(common["keys"])), common)
 
 
 @cli.command()

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from audtrace.compat import record
 from audtrace.tracer.audit_netlink import AuditNetlink, AuditRule
-from audtrace.tracer.audit_source import AUDIT_WAS_OFF, AuditSource, signal_rules
+from audtrace.tracer.audit_source import AUDIT_WAS_OFF, AuditSource
+from audtrace.tracer.subcommands.kill import audit_rules
 
 pytestmark = [
     pytest.mark.kernel,
@@ -100,7 +101,7 @@ SHAPES = [
 def test_rules_listed_like_auditctl_and_restored(audit_state):
     enabled_before, rules_before = audit_state
     notices: list[str] = []
-    rules = SHAPES + signal_rules([15, 12], KEY)
+    rules = SHAPES + audit_rules([15, 12], [KEY])
     with AuditSource(rules, notices.append):
         assert enabled_flag() == 1
         listed = rule_lines()
@@ -128,7 +129,7 @@ def test_rules_added_by_auditctl_read_back(audit_state):
 
 def test_rule_present_before_is_left_alone(audit_state):
     _, rules_before = audit_state
-    theirs, mine = signal_rules([15], KEY), signal_rules([10], KEY)
+    theirs, mine = audit_rules([15], [KEY]), audit_rules([10], [KEY])
     for rule in theirs:
         auditctl(*shlex.split(str(rule)))
     notices: list[str] = []
@@ -143,7 +144,7 @@ def test_locked_audit_is_refused(monkeypatch):
     real_status = AuditNetlink.status
     monkeypatch.setattr(AuditNetlink, "status", lambda self: {**real_status(self), "enabled": 2})
     before = rule_lines(), enabled_flag()
-    with pytest.raises(OSError, match="locked"), AuditSource(signal_rules([15], KEY), print):
+    with pytest.raises(OSError, match="locked"), AuditSource(audit_rules([15], [KEY]), print):
         pass
     assert (rule_lines(), enabled_flag()) == before
 
@@ -183,7 +184,7 @@ def test_kill_event_relayed_verbatim(audit_state, tmp_path: Path):
     kmsg = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
     os.lseek(kmsg, 0, os.SEEK_END)
     try:
-        with AuditSource(signal_rules([15], KEY), lambda _m: None) as src:
+        with AuditSource(audit_rules([15], [KEY]), lambda _m: None) as src:
             if not auditd_running:
                 # the kernel prints records through printk_ratelimit() (a burst of 10 per
                 # 5 s); the records of our own rule additions used it up
@@ -234,9 +235,10 @@ def test_kill_event_relayed_verbatim(audit_state, tmp_path: Path):
 
 EXIT_PATH = textwrap.dedent("""
     import os, signal, sys, time
-    from audtrace.tracer.audit_source import AuditSource, signal_rules
+    from audtrace.tracer.audit_source import AuditSource
+    from audtrace.tracer.subcommands.kill import audit_rules
     mode, key = sys.argv[1], sys.argv[2]
-    src = AuditSource(signal_rules([15], key), on_notice=lambda m: None)
+    src = AuditSource(audit_rules([15], [key]), on_notice=lambda m: None)
     if mode == "own-handler":  # an application handler that closes the source itself
         def stop(signum, frame):
             src.close()
@@ -284,7 +286,7 @@ FLOOD = textwrap.dedent("""
 
 def test_receive_overflow_is_counted_and_survived(audit_state):
     flood = AuditRule(syscalls=[110], fields=[("arch", "=", "b64"), ("key", "=", KEY)])
-    with AuditSource([flood] + signal_rules([15], KEY), lambda _m: None, rcvbuf=4096) as src:
+    with AuditSource([flood] + audit_rules([15], [KEY]), lambda _m: None, rcvbuf=4096) as src:
         subprocess.run([sys.executable, "-c", FLOOD], check=True, timeout=60)
         time.sleep(0.5)  # let kauditd deliver into the (too small) socket buffer
         wait_events(src, lambda _e: False, timeout=0.5)

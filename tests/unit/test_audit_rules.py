@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 from audtrace.compat import tables
 from audtrace.compat.record import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64
-from audtrace.tracer import audit_source
 from audtrace.tracer.audit_netlink import (
     OPERATORS,
     AuditRule,
     audit_rule_msg,
     audit_status_msg,
 )
-from audtrace.tracer.audit_source import AuditSource, signal_rules
+from audtrace.tracer.audit_source import AuditSource
+from audtrace.tracer.subcommands import kill
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -181,18 +181,18 @@ def test_auditctl_wording(rule: AuditRule, line: str):
 
 @x86_64_only
 def test_signal_rules_one_per_argument_and_signal():
-    rules = signal_rules([15, 9], "k")
+    rules = kill.audit_rules([15, 9], ["k"])
     by_arg = {}
     for rule in rules:
         arg = next(f for f in rule.fields if f[0] in ("a1", "a2"))
         by_arg.setdefault(arg[0], []).append(arg[2])
         names = {tables.syscall_name(AUDIT_ARCH_X86_64, nr) for nr in rule.syscalls}
-        expected = set(audit_source.SIGNAL_SYSCALLS[arg[0]])
+        expected = {n for n, a in kill.SIGNAL_ARG.items() if f"a{a}" == arg[0]}
         assert names == expected
         assert rule.fields[0] == ("arch", "=", AUDIT_ARCH_X86_64)
         assert rule.key() == "k"
     assert by_arg == {"a1": [15, 9], "a2": [15, 9]}
-    every, = signal_rules([], None)
+    every, = kill.audit_rules([], [])
     assert len(every.syscalls) == 6 and all(f[0] == "arch" for f in every.fields)
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from audtrace.compat import tables
 from audtrace.compat.record import Event
 from audtrace.tracer import audit_records
+from audtrace.tracer.audit_netlink import AuditRule, machine_arches
 from audtrace.tracer.events import Clock, KernelSignal, SyscallEvent, decode_signal_event
 from audtrace.tracer.probes import ProgramSpec
 
@@ -62,8 +64,6 @@ def to_audit(ev: SyscallEvent | KernelSignal, keys: list[str], serial: int) -> E
 
 
 def _named_target(ev: SyscallEvent) -> int:
-    from audtrace.compat import tables
-
     name = tables.syscall_name(ev.arch, ev.nr)
     raw = ev.args[1] if name in ("tgkill", "rt_tgsigqueueinfo") else ev.args[0]
     if name == "pidfd_send_signal":
@@ -76,9 +76,27 @@ def decode(raw, arch: int, clock: Clock) -> SyscallEvent | KernelSignal:
     return decode_signal_event(raw, arch, clock)
 
 
-def subcommand(req: KillRequest):
-    from audtrace.tracer.audit_source import signal_rules
+def audit_rules(signals: list[int], keys: list[str], arch: str = "b64") -> list[AuditRule]:
+    """The same request as kernel audit rules: one per (argument, signal), as auditctl would
+    write `-a always,exit -F arch=b64 -S kill -S tkill ... -F a1=15 -F key=KEY`.
+    No signals: one rule for all six syscalls, every signal."""
+    b64, b32 = machine_arches()
+    arch_const = {"b64": b64, "b32": b32}[arch]
+    tail = [("key", "=", k) for k in keys]
+    by_arg: dict[str, list[int]] = {}
+    for name, arg in SIGNAL_ARG.items():
+        nr = tables.syscall_number(arch_const, name)
+        if nr is not None:  # None: not on this arch
+            by_arg.setdefault(f"a{arg}", []).append(nr)
+    if not signals:
+        every = [nr for nrs in by_arg.values() for nr in nrs]
+        return [AuditRule(syscalls=every, fields=[("arch", "=", arch), *tail])]
+    return [AuditRule(syscalls=nrs, fields=[("arch", "=", arch), (arg, "=", sig), *tail])
+            for arg, nrs in by_arg.items() for sig in signals]
+
+
+def subcommand(req: KillRequest, keys: list[str]):
     from audtrace.tracer.session import Subcommand
 
     return Subcommand(name="kill", program=program(req), decode=decode, to_audit=to_audit,
-                      audit_rules=signal_rules(req.signals, key=None))
+                      audit_rules=audit_rules(req.signals, keys))
