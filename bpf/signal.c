@@ -38,8 +38,16 @@ struct signal_event {
 BPF_HASH(inflight, u32, struct signal_event, 4096);
 BPF_PERCPU_ARRAY(scratch, struct signal_event, 1);
 BPF_PERF_OUTPUT(events);
-/* counters user space reports at exit: [0] inflight table full */
-BPF_ARRAY(drops, u64, 1);
+/* events lost, counted here where they are lost: [0] in-flight table full, [1] perf buffer
+ * full. (The perf buffer's own lost records arrive only once it has room again, so the
+ * last burst's losses could stay unreported.) */
+BPF_ARRAY(drops, u64, 2);
+
+static __always_inline void submit(void *ctx, struct signal_event *ev)
+{
+	if (events.perf_submit(ctx, ev, sizeof(*ev)) != 0)
+		drops.increment(1);
+}
 
 BPF_HASH(filter_pid, u32, u8, 64);
 BPF_HASH(filter_uid, u32, u8, 64);
@@ -221,7 +229,7 @@ RAW_TRACEPOINT_PROBE(signal_generate)
 		return 0;
 	capture_proctitle(&ev->title, (void *)bpf_get_current_task());
 	capture_exe(&ev->exe, (void *)bpf_get_current_task());
-	events.perf_submit(ctx, ev, sizeof(*ev));
+	submit(ctx, ev);
 	return 0;
 }
 
@@ -234,7 +242,7 @@ int on_sys_exit(struct sys_exit_ctx *ctx)
 		return 0;
 	ev->ret = ctx->ret;
 	if (targets_wanted(ev))
-		events.perf_submit(ctx, ev, sizeof(*ev));
+		submit(ctx, ev);
 	inflight.delete(&tid);
 	return 0;
 }

@@ -50,6 +50,12 @@ def _positive(_ctx, param, value):
     return value
 
 
+def _power_of_two(_ctx, _param, value: int) -> int:
+    if value < 1 or value & (value - 1):
+        raise click.BadParameter(f"must be a power of two, not {value}")
+    return value
+
+
 def common_options(f: Callable) -> Callable:
     """The output options every tracing subcommand shares, named as the audit tools name them."""
     opts = [
@@ -64,6 +70,9 @@ def common_options(f: Callable) -> Callable:
                      help="Stop after this many seconds."),
         click.option("--count", type=int, callback=_positive, metavar="N",
                      help="Stop after N events."),
+        click.option("--buffer-pages", type=int, default=256, show_default=True,
+                     callback=_power_of_two, metavar="N",
+                     help="eBPF perf buffer pages per CPU (a power of two), as auditctl -b."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -114,15 +123,19 @@ def doctor(fmt: str) -> None:
 
 
 def _run(sub, common: dict) -> None:
+    from audtrace.tracer.audit_netlink import AuditError
+    from audtrace.tracer.probes import ProbeError
     from audtrace.tracer.session import Options, Session, SessionError
     from audtrace.tracer.sink import SinkError
 
     opts = Options(source=common["source"], fmt=common["fmt"], output=common["output"],
-                   keys=list(common["keys"]), duration=common["duration"], count=common["count"])
+                   keys=list(common["keys"]), duration=common["duration"], count=common["count"],
+                   buffer_pages=common["buffer_pages"])
     try:
         code = Session(sub, opts).run()
-    except (SessionError, SinkError) as e:
-        click.echo(f"audtrace: {e}", err=True)
+    except (SessionError, SinkError, ProbeError, AuditError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        click.echo(f"audtrace: {first}", err=True)
         sys.exit(1)
     sys.exit(code)
 

@@ -63,7 +63,7 @@ class Program:
         self.spec = spec
         self.layout = layout
         self.missing: list[str] = []    # syscalls this kernel has no tracepoint for
-        self.lost = 0                   # perf buffer records the kernel dropped
+        self.perf_lost = 0              # what the perf buffer's lost records said, a cross-check
         arch = tables.host_arch()
         defines: dict[str, int | str] = {}
         for name in spec.syscalls:
@@ -124,7 +124,7 @@ class Program:
             on_event(ctypes.cast(data, ptr).contents)
 
         def _lost(count: int) -> None:
-            self.lost += count
+            self.perf_lost += count
 
         table.open_perf_buffer(_raw, page_cnt=pages, lost_cb=_lost)
 
@@ -133,6 +133,11 @@ class Program:
 
     def counter(self, map_name: str, index: int = 0) -> int:
         return int(self.bpf[map_name][ctypes.c_int(index)].value)
+
+    def lost(self) -> int:
+        """Events the BPF side could not deliver, counted where they were dropped."""
+        table = self.bpf["drops"]
+        return sum(int(v.value) for v in table.values())
 
     def close(self) -> None:
         bpf = getattr(self, "bpf", None)

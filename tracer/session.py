@@ -75,6 +75,7 @@ class Options:
     keys: list[str] = field(default_factory=list)
     duration: float | None = None
     count: int | None = None
+    buffer_pages: int = 256             # perf buffer pages per CPU (a power of two)
 
 
 class Session:
@@ -111,7 +112,7 @@ class Session:
         arch = tables.host_arch()
         self.program.open_events(lambda raw: self._queue(
             self.sub.to_audit(self.sub.decode(raw, arch, self.clock), self.opts.keys,
-                              next(self.serials))))
+                              next(self.serials))), pages=self.opts.buffer_pages)
 
     def _start_audit(self, stack: contextlib.ExitStack) -> None:
         from audtrace.tracer.audit_source import AuditSource
@@ -143,7 +144,7 @@ class Session:
     def lost(self) -> dict[str, int]:
         out = {"ebpf": 0, "audit": 0}
         if self.program is not None:
-            out["ebpf"] = self.program.lost + self.program.counter("drops")
+            out["ebpf"] = self.program.lost()
         if self.audit is not None:
             out["audit"] = self.audit.lost().total
         return out

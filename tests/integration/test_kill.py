@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
+
 import pytest
 from audtrace.compat.record import parse_line, split_fields
 from helpers import act, wait_for
@@ -168,3 +170,37 @@ def test_kernel_generated_signals(tracers, tmp_path):
         r = subprocess.run(["ausearch", "-if", str(log), "-p", str(crash_pid)],
                            capture_output=True, text=True)
         assert "sig=11" in r.stdout
+
+
+def test_lost_events_are_counted_never_silent(tracers, tmp_path):
+    """A burst into a one-page perf buffer: every signal is either written or counted lost."""
+    burst = 3000
+    target = subprocess.Popen(["/usr/bin/python3", "-c",
+                               "import signal, time; signal.signal(signal.SIGUSR2, signal.SIG_IGN);"
+                               " time.sleep(60)"])
+    try:
+        time.sleep(0.2)
+        log = tmp_path / "lost.log"
+        tracer = tracers(["kill", "--sig", "USR2", "--target-pid", str(target.pid),
+                          "--buffer-pages", "1"], log)
+        subprocess.run(["/usr/bin/python3", "-c",
+                        f"import os\nfor _ in range({burst}): os.kill({target.pid}, 12)"],
+                       check=True)
+        time.sleep(0.5)
+        assert tracer.stop() == 0
+    finally:
+        target.kill()
+        target.wait()
+    text = log.read_text()
+    written = text.count("type=SYSCALL ")
+    lost_records = [dict(split_fields(line.split("): ", 1)[1])) for line in text.splitlines()
+                    if line.startswith("type=DAEMON_ERR ")]
+    lost = sum(int(r["lost"]) for r in lost_records if r["source"] == '"ebpf"')
+    assert lost > 0, "a one-page buffer should overflow on this burst"
+    assert written + lost == burst
+    summary = next(line for line in tracer.stderr if "events (" in line)
+    assert f"lost: ebpf {lost}" in summary
+    if shutil.which("ausearch"):
+        r = subprocess.run(["ausearch", "-if", str(log), "-m", "DAEMON_ERR"],
+                           capture_output=True, text=True)
+        assert "lost-events" in r.stdout
