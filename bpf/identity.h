@@ -31,7 +31,9 @@ struct identity {
 struct exe_path {
 	u32 depth;              /* parts filled */
 	u32 truncated;          /* more components than EXE_DEPTH */
-	char parts[EXE_DEPTH][EXE_PART];
+	/* EXE_DEPTH parts of EXE_PART bytes: one dimension, as BCC describes no 2-D array to
+	 * user space and would misplace every member after it */
+	char parts[EXE_DEPTH * EXE_PART];
 };
 
 struct proctitle {
@@ -172,7 +174,8 @@ static __always_inline void capture_exe(struct exe_path *exe, void *task)
 			break;
 		}
 		name = task_ptr(dentry, OFF_DENTRY_D_NAME_NAME);
-		bpf_probe_read_kernel_str(exe->parts[n], EXE_PART, name);
+		bpf_probe_read_kernel_str(&exe->parts[(n & (EXE_DEPTH - 1)) * EXE_PART], EXE_PART,
+					  name);
 		n++;
 		dentry = parent;
 	}

@@ -9,8 +9,6 @@ import ctypes
 import time
 from dataclasses import dataclass, field
 
-EV_SYSCALL = 1
-EV_KERNEL_SIGNAL = 2
 EXE_DEPTH, EXE_PART = 16, 64   # bpf/identity.h
 
 
@@ -55,8 +53,10 @@ class SyscallEvent:
     args: tuple[int, int, int, int]
     ret: int
     who: Identity
+    # what the syscall's family adds (signal targets, a sockaddr, ...): set by its decoder
     targets: list[Target] = field(default_factory=list)
     targets_dropped: int = 0  # targets past what the kernel side keeps
+    detail: object = None
 
 
 @dataclass(slots=True)
@@ -75,18 +75,17 @@ def _cstr(raw) -> bytes:
     return bytes(raw).split(b"\0", 1)[0]
 
 
-def _bytes(obj, name: str, size: int | None = None) -> bytes:
-    """A char array member's bytes, NULs included (ctypes would stop at the first NUL).
-    BCC describes char[N][M] as char[N]: such members pass their true size."""
+def _bytes(obj, name: str) -> bytes:
+    """A char array member's bytes, NULs included (ctypes would stop at the first NUL)."""
     f = getattr(type(obj), name)
-    return ctypes.string_at(ctypes.addressof(obj) + f.offset, size or f.size)
+    return ctypes.string_at(ctypes.addressof(obj) + f.offset, f.size)
 
 
 def _exe(exe) -> bytes | None:
     depth = int(exe.depth)
     if depth == 0:
         return None
-    raw = _bytes(exe, "parts", EXE_DEPTH * EXE_PART)
+    raw = _bytes(exe, "parts")
     parts = [_cstr(raw[i * EXE_PART:(i + 1) * EXE_PART]) for i in range(depth - 1, -1, -1)]
     return b"/" + b"/".join(parts)
 
@@ -125,14 +124,7 @@ class Clock:
         return mono_ns + self.offset
 
 
-def decode_signal_event(c, arch: int, clock: Clock) -> SyscallEvent | KernelSignal:
-    t_ns = clock.realtime(int(c.ktime))
-    kept = min(int(c.ntargets), len(c.targets))
-    targets = [target_of(c.targets[i]) for i in range(kept)]
-    if c.kind == EV_KERNEL_SIGNAL:
-        return KernelSignal(time_ns=t_ns, sig=c.sig, si_code=c.si_code, result=c.result,
-                            group=bool(c.group), context=identity_of(c), victim=targets[0])
-    args = tuple(int(a) for a in c.args)
-    return SyscallEvent(time_ns=t_ns, arch=arch, nr=c.nr, args=args, ret=int(c.ret),
-                        who=identity_of(c), targets=targets,
-                        targets_dropped=int(c.ntargets) - kept)
+def decode_syscall(c, arch: int, clock: Clock) -> SyscallEvent:
+    """The part of a `struct syscall_event` (bpf/syscall_event.h) every family shares."""
+    return SyscallEvent(time_ns=clock.realtime(int(c.ktime)), arch=arch, nr=int(c.nr),
+                        args=tuple(int(a) for a in c.args), ret=int(c.ret), who=identity_of(c))

@@ -42,6 +42,45 @@ class ProbeError(Exception):
     pass
 
 
+def expand_includes(name: str, seen: set[str] | None = None) -> str:
+    """The program's text with our own `#include "x.h"` lines replaced by the files.
+
+    BCC rewrites map operations (`events.perf_submit`, `inflight.lookup`) only in the main
+    source, never in included files, so the shared headers must become part of it.
+    """
+    seen = set() if seen is None else seen
+    out = []
+    for line in (BPF_DIR / name).read_text().splitlines():
+        stripped = line.strip()
+        if stripped.startswith('#include "') and stripped.endswith('"'):
+            inc = stripped[len('#include "'):-1]
+            if (BPF_DIR / inc).is_file():
+                if inc not in seen:
+                    seen.add(inc)
+                    out.append(f"/* {inc} */")
+                    out.append(expand_includes(inc, seen))
+                continue
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def syscall_arity(tracefs: Path, name: str) -> int:
+    """How many arguments the sys_enter tracepoint records (its format lists them)."""
+    fmt = tracefs / "events/syscalls" / f"sys_enter_{name}" / "format"
+    try:
+        lines = fmt.read_text().splitlines()
+    except OSError:
+        return 6
+    fields = [ln for ln in lines if ln.strip().startswith("field:")]
+    names = [ln.split(";")[0].split()[-1] for ln in fields]
+    return len(names) - names.index("__syscall_nr") - 1 if "__syscall_nr" in names else 6
+
+
+def _nargs_function(nargs: dict[int, int]) -> str:
+    cases = "".join(f"\tif (nr == {nr})\n\t\treturn {n};\n" for nr, n in sorted(nargs.items()))
+    return f"static __always_inline int syscall_nargs(int nr)\n{{\n{cases}\treturn 6;\n}}\n"
+
+
 def kernel_version() -> tuple[int, int]:
     major, minor = platform.release().split(".")[:2]
     return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
@@ -66,11 +105,14 @@ class Program:
         self.perf_lost = 0              # what the perf buffer's lost records said, a cross-check
         arch = tables.host_arch()
         defines: dict[str, int | str] = {}
+        nargs: dict[int, int] = {}
         for name in spec.syscalls:
             nr = tables.syscall_number(arch, name)
             defines[f"NR_{name.upper()}"] = -1 if nr is None else nr
+            if nr is not None:
+                nargs[nr] = syscall_arity(tracefs, name)
         defines.update(spec.defines)
-        source = (BPF_DIR / spec.source).read_text()
+        source = _nargs_function(nargs) + expand_includes(spec.source)
         self.features: list[str] = []
         # optional helpers, newest first; dropped one by one if this kernel refuses them
         optional = []
@@ -81,7 +123,7 @@ class Program:
             prelude = layout.prelude() + "".join(f"#define {k} {v}\n" for k, v in defines.items())
             prelude += "".join(f"#define {f} 1\n" for f in optional)
             try:
-                self.bpf = BPF(text=prelude + source, cflags=[f"-I{BPF_DIR}", "-w"])
+                self.bpf = BPF(text=prelude + source, cflags=["-w"])
                 self._attach(tracefs)
                 break
             except Exception as e:  # BCC raises bare Exception for compile/load errors

@@ -12,9 +12,18 @@ from audtrace.compat import tables
 from audtrace.compat.record import Event
 from audtrace.tracer import audit_records
 from audtrace.tracer.audit_netlink import AuditRule, machine_arches
-from audtrace.tracer.events import Clock, KernelSignal, SyscallEvent, decode_signal_event
+from audtrace.tracer.events import (
+    Clock,
+    KernelSignal,
+    SyscallEvent,
+    decode_syscall,
+    identity_of,
+    target_of,
+)
 from audtrace.tracer.probes import ProgramSpec
 
+MAX_TARGETS = 8          # bpf/signal.c
+EV_KERNEL_SIGNAL = 2
 SYSCALLS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal")
 # where the signal number travels, as audit rules must name it
 SIGNAL_ARG = {"kill": 1, "tkill": 1, "rt_sigqueueinfo": 1, "pidfd_send_signal": 1,
@@ -73,7 +82,16 @@ def _named_target(ev: SyscallEvent) -> int:
 
 
 def decode(raw, arch: int, clock: Clock) -> SyscallEvent | KernelSignal:
-    return decode_signal_event(raw, arch, clock)
+    x = raw.extra
+    kept = min(int(x.ntargets), MAX_TARGETS)
+    targets = [target_of(x.targets[i]) for i in range(kept)]
+    if raw.kind == EV_KERNEL_SIGNAL:
+        return KernelSignal(time_ns=clock.realtime(int(raw.ktime)), sig=x.sig,
+                            si_code=x.si_code, result=x.result, group=bool(x.group),
+                            context=identity_of(raw), victim=targets[0])
+    ev = decode_syscall(raw, arch, clock)
+    ev.targets, ev.targets_dropped = targets, int(x.ntargets) - kept
+    return ev
 
 
 def audit_rules(signals: list[int], keys: list[str], arch: str = "b64") -> list[AuditRule]:
