@@ -1,0 +1,3 @@
+"""One module per tracing subcommand; each defines `command` (click) and its declaration."""
+
+SUBCOMMANDS = ("kill",)

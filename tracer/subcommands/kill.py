@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import click
 from audtrace.compat import tables
 from audtrace.compat.record import Event
-from audtrace.tracer import audit_records
+from audtrace.compat.signals import parse_signals
+from audtrace.tracer import audit_records, options
 from audtrace.tracer.audit_netlink import AuditRule, machine_arches
 from audtrace.tracer.events import (
     Clock,
@@ -118,3 +120,42 @@ def subcommand(req: KillRequest, keys: list[str]):
 
     return Subcommand(name="kill", program=program(req), decode=decode, to_audit=to_audit,
                       audit_rules=audit_rules(req.signals, keys))
+
+
+# ---- the command line ----------------------------------------------------------------
+
+def _signals(_ctx, _param, value) -> list[int]:
+    if value is None:
+        return []
+    try:
+        return parse_signals(value)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@click.command()
+@click.option("--sig", "signals", callback=_signals, metavar="LIST",
+              help="Signals to report: numbers or names (15,12 / TERM,USR2 / SIGTERM)."
+              " Default: all.")
+@click.option("--pid", "pids", multiple=True, callback=options.ints("pid", 1, 4194304),
+              help="Only senders with this pid (tgid).")
+@click.option("--comm", "comms", multiple=True, help="Only senders with this comm.")
+@click.option("--uid", "uids", multiple=True, callback=options.ints("uid", 0, 4294967294),
+              help="Only senders with this real uid.")
+@click.option("--target-pid", "target_pids", multiple=True,
+              callback=options.ints("pid", 1, 4194304),
+              help="Only signals to this pid.")
+@click.option("--target-comm", "target_comms", multiple=True, help="Only signals to this comm.")
+@click.option("--kernel-signals/--no-kernel-signals", default=True, show_default=True,
+              help="Also report signals the kernel generates itself (faults, SIGPIPE, OOM).")
+@options.common_options
+def command(signals, pids, comms, uids, target_pids, target_comms, kernel_signals,
+            **common) -> None:
+    """Who sends which signal to whom (kill, tkill, tgkill, sigqueue, pidfd)."""
+    for name in (*options.strs(comms), *options.strs(target_comms)):
+        if len(name.encode()) > 15:
+            raise click.BadParameter(f"comm {name!r} is longer than 15 bytes", param_hint="--comm")
+    req = KillRequest(signals=signals, pids=pids, comms=options.strs(comms), uids=uids,
+                           target_pids=target_pids, target_comms=options.strs(target_comms),
+                           kernel_signals=kernel_signals)
+    options.run(subcommand(req, list(common["keys"])), common)

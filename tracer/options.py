@@ -1,0 +1,89 @@
+"""Click options and callbacks shared by the tracing subcommands, and the call that runs one."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import click
+
+SOURCES = ("ebpf", "audit", "both")
+FORMATS = ("raw", "enriched", "interpreted", "json")
+
+
+def ints(kind: str, lo: int, hi: int) -> Callable:
+    """A click callback: comma-separated or repeated integers within [lo, hi]."""
+    def convert(_ctx, param, values) -> list[int]:
+        out = []
+        for value in values:
+            for tok in str(value).split(","):
+                tok = tok.strip()
+                try:
+                    n = int(tok, 0)
+                except ValueError:
+                    raise click.BadParameter(f"{tok!r} is not a {kind}") from None
+                if not lo <= n <= hi:
+                    raise click.BadParameter(f"{kind} {n} out of range {lo}..{hi}")
+                out.append(n)
+        return out
+    return convert
+
+
+def strs(values) -> list[str]:
+    return [t.strip() for v in values for t in v.split(",") if t.strip()]
+
+
+def positive(_ctx, param, value):
+    if value is not None and value <= 0:
+        raise click.BadParameter(f"must be positive, not {value}")
+    return value
+
+
+def power_of_two(_ctx, _param, value: int) -> int:
+    if value < 1 or value & (value - 1):
+        raise click.BadParameter(f"must be a power of two, not {value}")
+    return value
+
+
+def common_options(f: Callable) -> Callable:
+    """The output options every tracing subcommand shares, named as the audit tools name them."""
+    opts = [
+        click.option("--source", type=click.Choice(SOURCES), default="ebpf", show_default=True,
+                     help="eBPF probes, kernel audit (netlink), or both merged."),
+        click.option("--format", "fmt", type=click.Choice(FORMATS), default="raw",
+                     show_default=True, help="auditd's RAW/ENRICHED, `ausearch -i` text, or JSON."),
+        click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
+                     help="Append to this log (created 0600); default stdout."),
+        click.option("-k", "--key", "keys", multiple=True, help="Record key (repeatable)."),
+        click.option("--duration", type=float, callback=positive, metavar="SECONDS",
+                     help="Stop after this many seconds."),
+        click.option("--count", type=int, callback=positive, metavar="N",
+                     help="Stop after N events."),
+        click.option("--buffer-pages", type=int, default=256, show_default=True,
+                     callback=power_of_two, metavar="N",
+                     help="eBPF perf buffer pages per CPU (a power of two), as auditctl -b."),
+    ]
+    for opt in reversed(opts):
+        f = opt(f)
+    return f
+
+
+def run(sub, common: dict) -> None:
+    """Run a declared subcommand with the common options; errors become one line."""
+    from audtrace.tracer.audit_netlink import AuditError
+    from audtrace.tracer.probes import ProbeError
+    from audtrace.tracer.session import Options, Session, SessionError
+    from audtrace.tracer.sink import SinkError
+
+    opts = Options(source=common["source"], fmt=common["fmt"], output=common["output"],
+                   keys=list(common["keys"]), duration=common["duration"], count=common["count"],
+                   buffer_pages=common["buffer_pages"])
+    try:
+        code = Session(sub, opts).run()
+    except (SessionError, SinkError, ProbeError, AuditError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        click.echo(f"audtrace: {first}", err=True)
+        sys.exit(1)
+    sys.exit(code)
+
+
