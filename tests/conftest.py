@@ -2,6 +2,8 @@
 
 - `require_root`: fixture that skips the test unless it runs as root.
 - `@pytest.mark.kernel` tests are skipped, with the reason, unless root with kernel BTF.
+- `@pytest.mark.kprobe` tests are skipped, with the reason, unless root on a kernel with
+  kprobes (detected as `audtrace doctor` does); vagrant/vm-lane runs them on a stock kernel.
 - Every session checks that it left kernel audit as it found it (enabled flag and rules).
 """
 
@@ -26,12 +28,23 @@ def _kernel_skip_reason() -> str | None:
     return None
 
 
+def _kprobe_skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root"
+    from audtrace.tracer.doctor import kprobes_available
+
+    ok, why = kprobes_available()
+    return None if ok else f"needs kprobes, this kernel has none ({why}); runs in vagrant/vm-lane"
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     reason = _kernel_skip_reason()
+    kprobe = _kprobe_skip_reason()
     return [
         f"kernel: {os.uname().release}, euid {os.geteuid()}, "
         f"BTF {'yes' if BTF_VMLINUX.exists() else 'no'}, "
-        f"kernel tests: {'skipped, ' + reason if reason else 'run'}"
+        f"kernel tests: {'skipped, ' + reason if reason else 'run'}, "
+        f"kprobe tests: {'skipped, ' + kprobe if kprobe else 'run'}"
     ]
 
 
@@ -40,6 +53,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         reason = _kernel_skip_reason()
         if reason:
             pytest.skip(f"kernel test: {reason}")
+    if item.get_closest_marker("kprobe") is not None:
+        reason = _kprobe_skip_reason()
+        if reason:
+            pytest.skip(f"kprobe test: {reason}")
 
 
 @pytest.fixture

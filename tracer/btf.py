@@ -58,7 +58,7 @@ class BTF:
             name_off, info = unpack("<II", data, pos)
             kind = (info >> 24) & 0x1F
             self._pos.append(pos)
-            if kind in (STRUCT, UNION, TYPEDEF) and name_off:
+            if kind in (STRUCT, UNION, TYPEDEF, FUNC) and name_off:
                 self._by_name.setdefault(self._str(name_off), []).append(len(self._pos) - 1)
             fixed, per = _EXTRA.get(kind, (0, 0))
             pos += 12 + fixed + per * (info & 0xFFFF)
@@ -149,6 +149,32 @@ class BTF:
             if i < len(names) - 1:
                 tid = self.resolve(found[1].type_id)
         return bits // 8
+
+    def member_bits(self, path: str) -> tuple[int, int]:
+        """(bit offset, bit size) of a member path; bitfields included (size 0: not one)."""
+        struct_name, *names = path.split(".")
+        tid, bits, found = self.struct_id(struct_name), 0, None
+        for name in names:
+            found = self._find(tid, name)
+            if found is None:
+                raise BTFError(f"{path}: no member {name}")
+            bits += found[0]
+            tid = self.resolve(found[1].type_id)
+        if found is None:
+            raise BTFError(f"{path}: no member named")
+        return bits, found[1].bitfield_size
+
+    def func_params(self, name: str) -> list[str]:
+        """Parameter names of kernel function `name`, in order (BTF FUNC -> FUNC_PROTO)."""
+        for tid in self._by_name.get(name, []):
+            kind, _vlen, _kflag, proto = self._type(tid)
+            if kind != FUNC:
+                continue
+            _k, vlen, _f, _ret = self._type(proto)
+            base = self._pos[proto] + 12
+            return [self._str(struct.unpack_from("<I", self._data, base + 8 * i)[0])
+                    for i in range(vlen)]
+        raise BTFError(f"no function {name} in BTF")
 
     def has_member(self, path: str) -> bool:
         try:

@@ -81,6 +81,9 @@ def _bytes(obj, name: str) -> bytes:
     return ctypes.string_at(ctypes.addressof(obj) + f.offset, f.size)
 
 
+raw_bytes = _bytes   # public: families decode their own char arrays with it
+
+
 def _exe(exe) -> bytes | None:
     depth = int(exe.depth)
     if depth == 0:
@@ -99,6 +102,32 @@ def identity_of(c) -> Identity:
         egid=ident.egid, sgid=ident.sgid, fsgid=ident.fsgid, comm=_cstr(ident.comm), tty=tty,
         exe=_exe(c.exe), proctitle=_bytes(title, "buf")[: int(title.len)].rstrip(b"\0"),
     )
+
+
+@dataclass(slots=True)
+class FileInfo:
+    """A file as audit's PATH record describes it (bpf/file_path.h struct file_info)."""
+    path: bytes | None        # absolute path walked in the kernel, None when unknown
+    ino: int
+    dev: int                  # kernel dev_t: major << 20 | minor
+    rdev: int
+    mode: int
+    uid: int
+    gid: int
+    truncated: bool = False   # deeper than the kernel side walks: leading components missing
+
+
+def path_of(p) -> bytes:
+    """A `struct exe_path` walked from a dentry; no component is the root itself."""
+    return _exe(p) or b"/"
+
+
+def file_of(fi) -> FileInfo | None:
+    if not fi.present:
+        return None
+    return FileInfo(path=path_of(fi.path), ino=int(fi.ino), dev=int(fi.dev), rdev=int(fi.rdev),
+                    mode=int(fi.mode), uid=int(fi.uid), gid=int(fi.gid),
+                    truncated=bool(fi.path.truncated))
 
 
 def target_of(t) -> Target:

@@ -47,11 +47,45 @@ MEMBERS: dict[str, tuple[str, str]] = {
     "OFF_MOUNT_MNT_MOUNTPOINT": ("mount.mnt_mountpoint", "24"),
     "OFF_MOUNT_MNT": ("mount.mnt", "32"),
     "OFF_SIGINFO_CODE": ("kernel_siginfo.si_code", "8"),
+    # set once the task has exited: its last context switch ends exit/exit_group (latency)
+    "OFF_TASK_EXIT_STATE": ("task_struct.exit_state", "struct task_struct, exit_state"),
+    # the caller's network namespace inode (bind)
+    "OFF_TASK_NSPROXY": ("task_struct.nsproxy", "struct task_struct, nsproxy"),
+    "OFF_NSPROXY_NET_NS": ("nsproxy.net_ns", "struct nsproxy, net_ns"),
+    "OFF_NET_NS_INUM": ("net.ns.inum", "struct net, ns.inum"),
+    # the executable's inode and device: `-F exe=` compares them (rules)
+    "OFF_FILE_F_INODE": ("file.f_inode", "struct file, f_inode"),
+    "OFF_INODE_I_INO": ("inode.i_ino", "struct inode, i_ino"),
+    "OFF_INODE_I_SB": ("inode.i_sb", "struct inode, i_sb"),
+    "OFF_SUPER_S_DEV": ("super_block.s_dev", "struct super_block, s_dev"),
+    # supplementary groups: `-F gid=`/`egid=` also match them, as the kernel's groups_search
+    "OFF_CRED_GROUP_INFO": ("cred.group_info", "struct cred, group_info"),
+    "OFF_GROUP_INFO_NGROUPS": ("group_info.ngroups", "struct group_info, ngroups"),
+    "OFF_GROUP_INFO_GID": ("group_info.gid", "struct group_info, gid"),
+    # a file behind an fd, its inode as PATH gives it, the working directory (file_path.h)
+    "OFF_TASK_FILES": ("task_struct.files", "struct task_struct, files"),
+    "OFF_TASK_FS": ("task_struct.fs", "struct task_struct, fs"),
+    "OFF_FILES_FDT": ("files_struct.fdt", "struct files_struct, fdt"),
+    "OFF_FDT_MAX_FDS": ("fdtable.max_fds", "struct fdtable, max_fds"),
+    "OFF_FDT_FD": ("fdtable.fd", "struct fdtable, fd"),
+    "OFF_FS_PWD": ("fs_struct.pwd", "struct fs_struct, pwd"),
+    "OFF_INODE_I_MODE": ("inode.i_mode", "struct inode, i_mode"),
+    "OFF_INODE_I_UID": ("inode.i_uid", "struct inode, i_uid"),
+    "OFF_INODE_I_GID": ("inode.i_gid", "struct inode, i_gid"),
+    "OFF_INODE_I_RDEV": ("inode.i_rdev", "struct inode, i_rdev"),
+    # argc sits at the top of a new image's stack (exec); how a task ended (exit)
+    "OFF_MM_START_STACK": ("mm_struct.start_stack", "struct mm_struct, start_stack"),
+    "OFF_TASK_EXIT_CODE": ("task_struct.exit_code", "struct task_struct, exit_code"),
 }
 # present only with CONFIG_AUDIT: without them auid/ses are "unset"
 OPTIONAL: dict[str, tuple[str, str]] = {
     "OFF_TASK_LOGINUID": ("task_struct.loginuid", "struct task_struct, loginuid"),
     "OFF_TASK_SESSIONID": ("task_struct.sessionid", "struct task_struct, sessionid"),
+    # CONFIG_AUDITSYSCALL: a task without one is never audited
+    "OFF_TASK_AUDIT_CONTEXT": ("task_struct.audit_context", "struct task_struct, audit_context"),
+    # where a 32-bit (compat) syscall shows: x86's TS_COMPAT status, arm64's TIF_32BIT flag
+    "OFF_TI_STATUS": ("task_struct.thread_info.status", "struct task_struct, thread_info.status"),
+    "OFF_TI_FLAGS": ("task_struct.thread_info.flags", "struct task_struct, thread_info.flags"),
 }
 # user registers at syscall entry: the syscall number and a0..a3, per architecture
 REGS: dict[str, tuple[str, ...]] = {
@@ -62,6 +96,8 @@ HEADERS_INCLUDES = (
     "#include <linux/sched.h>\n#include <linux/sched/signal.h>\n#include <linux/cred.h>\n"
     "#include <linux/tty.h>\n#include <linux/fs.h>\n#include <linux/dcache.h>\n"
     "#include <linux/mount.h>\n#include <linux/mm_types.h>\n"
+    "#include <linux/nsproxy.h>\n#include <net/net_namespace.h>\n"
+    "#include <linux/fdtable.h>\n#include <linux/fs_struct.h>\n"
 )
 
 

@@ -34,9 +34,19 @@ def strs(values) -> list[str]:
 
 
 def positive(_ctx, param, value):
-    if value is not None and value <= 0:
+    if value is not None and not value > 0:  # `not >`: also refuses nan
         raise click.BadParameter(f"must be positive, not {value}")
     return value
+
+
+def audit_keys(_ctx, _param, values: tuple[str, ...]) -> tuple[str, ...]:
+    """The kernel stores a rule's keys in one field, joined by \\x01, of at most 256 bytes:
+    refuse more here rather than once BPF and audit are set up."""
+    joined = "\x01".join(values).encode()
+    if len(joined) > 256:
+        raise click.BadParameter(f"keys take {len(joined)} bytes together (joined by \\x01);"
+                                 " the kernel's limit is 256")
+    return values
 
 
 def power_of_two(_ctx, _param, value: int) -> int:
@@ -54,7 +64,8 @@ def common_options(f: Callable) -> Callable:
                      show_default=True, help="auditd's RAW/ENRICHED, `ausearch -i` text, or JSON."),
         click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
                      help="Append to this log (created 0600); default stdout."),
-        click.option("-k", "--key", "keys", multiple=True, help="Record key (repeatable)."),
+        click.option("-k", "--key", "keys", multiple=True, callback=audit_keys,
+                     help="Record key (repeatable)."),
         click.option("--duration", type=float, callback=positive, metavar="SECONDS",
                      help="Stop after this many seconds."),
         click.option("--count", type=int, callback=positive, metavar="N",
@@ -68,6 +79,9 @@ def common_options(f: Callable) -> Callable:
     return f
 
 
+RUNNER = "audtrace.runner"
+
+
 def run(sub, common: dict) -> None:
     """Run a declared subcommand with the common options; errors become one line."""
     from audtrace.tracer.audit_netlink import AuditError
@@ -75,11 +89,17 @@ def run(sub, common: dict) -> None:
     from audtrace.tracer.session import Options, Session, SessionError
     from audtrace.tracer.sink import SinkError
 
-    opts = Options(source=common["source"], fmt=common["fmt"], output=common["output"],
-                   keys=list(common["keys"]), duration=common["duration"], count=common["count"],
-                   buffer_pages=common["buffer_pages"])
+    # `audtrace compare` runs the same declarations its own way (ctx.meta[RUNNER])
+    ctx = click.get_current_context(silent=True)
+    runner = ctx.meta.get(RUNNER) if ctx is not None else None
     try:
-        code = Session(sub, opts).run()
+        if runner is not None:
+            code = runner(sub, common)
+        else:
+            opts = Options(source=common["source"], fmt=common["fmt"], output=common["output"],
+                           keys=list(common["keys"]), duration=common["duration"],
+                           count=common["count"], buffer_pages=common["buffer_pages"])
+            code = Session(sub, opts).run()
     except (SessionError, SinkError, ProbeError, AuditError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         click.echo(f"audtrace: {first}", err=True)

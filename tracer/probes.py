@@ -36,6 +36,10 @@ class ProgramSpec:
     event_struct_map: str = "inflight"
     enter_fn: str = "on_sys_enter"
     exit_fn: str = "on_sys_exit"
+    # attaches what is not a syscall tracepoint (bcc.BPF, tracefs root); runs before those
+    extra_attach: Callable[[object, Path], None] | None = None
+    # C text generated for this run, put where the source has a line `@GENERATED@`
+    generated: str = ""
 
 
 class ProbeError(Exception):
@@ -87,6 +91,10 @@ def kernel_version() -> tuple[int, int]:
 
 
 def load_layout() -> kernel_layout.Layout:
+    # AUDTRACE_OFFSETS=headers takes the no-BTF path on a kernel with BTF: the stock-kernel
+    # lane (vagrant/vm-lane) tests it where the headers are the running kernel's
+    if os.environ.get("AUDTRACE_OFFSETS") == "headers":
+        return kernel_layout.from_headers()
     try:
         return kernel_layout.from_btf(BTF.load(BTF_VMLINUX))
     except (OSError, BTFError):
@@ -113,6 +121,7 @@ class Program:
                 nargs[nr] = syscall_arity(tracefs, name)
         defines.update(spec.defines)
         source = _nargs_function(nargs) + expand_includes(spec.source)
+        source = source.replace("\n@GENERATED@\n", "\n" + spec.generated + "\n")
         self.features: list[str] = []
         # optional helpers, newest first; dropped one by one if this kernel refuses them
         optional = []
@@ -135,6 +144,8 @@ class Program:
         self._fill_filters()
 
     def _attach(self, tracefs: Path) -> None:
+        if self.spec.extra_attach is not None:
+            self.spec.extra_attach(self.bpf, tracefs)
         attached = 0
         for name in self.spec.syscalls:
             if not (tracefs / "events/syscalls" / f"sys_enter_{name}").is_dir():

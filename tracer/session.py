@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from audtrace.compat import tables
 from audtrace.compat.record import Event, Record, enc_int, enc_str
 from audtrace.tracer import audit_records, probes, system
+from audtrace.tracer.audit_match import relay_filter
 from audtrace.tracer.events import Clock
 from audtrace.tracer.sink import Sink
 
@@ -63,8 +64,23 @@ class Subcommand:
     name: str
     program: probes.ProgramSpec
     decode: Callable                    # (raw BPF struct, arch, Clock) -> normalized event
-    to_audit: Callable                  # (normalized event, keys, serial) -> Event
+    # (normalized event, keys, serial) -> Event, or a list of Events: the first takes the
+    # serial given, the session gives each further one its next serial
+    to_audit: Callable
     audit_rules: list = field(default_factory=list)
+    # the request's filters that kernel audit rules cannot express (--comm, --target-pid...),
+    # applied to the relayed audit events: (Event) -> keep
+    audit_filter: Callable | None = None
+    # called after every poll with (program, final); final once, before the programs go:
+    # for subcommands that aggregate in BPF maps and report from them
+    tick: Callable[[probes.Program, bool], None] | None = None
+    mechanism: str = "eBPF tracepoints"
+    # kernel audit runs for audit_rules whatever --source says (rules eBPF cannot express)
+    audit_always: bool = False
+    # called once every source is live (`audtrace trace` lets its command run then)
+    started: Callable[[], None] | None = None
+    # polled every loop: an int ends the run with that exit status (the traced command's)
+    finished: Callable[[], int | None] | None = None
 
 
 @dataclass
@@ -79,13 +95,18 @@ class Options:
 
 
 class Session:
-    def __init__(self, sub: Subcommand, opts: Options) -> None:
+    def __init__(self, sub: Subcommand, opts: Options,
+                 on_event: Callable[[Event], None] | None = None) -> None:
         self.sub, self.opts = sub, opts
+        self.on_event = on_event        # sees every event written (audtrace compare)
+        self.final_lost: dict[str, int] | None = None
         self.stop = False
+        self.exit_status = 0
         self.pending: list[tuple[int, int, int, Event]] = []   # heap by time
         self.seq = 0
         self.serials = audit_records.serials()
         self.written = {"ebpf": 0, "audit": 0}
+        self.counted = 0                # toward --count: traced events, not bookkeeping
         self.lost_reported = {"ebpf": 0, "audit": 0}
         self.program: probes.Program | None = None
         self.audit = None
@@ -110,7 +131,7 @@ class Session:
             notice("no tracepoint on this kernel for: " + ", ".join(self.program.missing))
         self.clock = Clock()
         arch = tables.host_arch()
-        self.program.open_events(lambda raw: self._queue(
+        self.program.open_events(lambda raw: self._queue_all(
             self.sub.to_audit(self.sub.decode(raw, arch, self.clock), self.opts.keys,
                               next(self.serials))), pages=self.opts.buffer_pages)
 
@@ -118,10 +139,18 @@ class Session:
         from audtrace.tracer.audit_source import AuditSource
 
         # the session's own handlers already turn SIGINT/SIGTERM/SIGHUP into a clean stop
+        self.relay = relay_filter(self.sub.audit_rules, self.sub.audit_filter)
         self.audit = stack.enter_context(AuditSource(self.sub.audit_rules, on_notice=notice,
                                                      handle_signals=False))
 
     # -- the stream -----------------------------------------------------------------------
+    def _queue_all(self, out: Event | list[Event]) -> None:
+        events = out if isinstance(out, list) else [out]
+        for i, ev in enumerate(events):
+            if i:
+                ev.serial = next(self.serials)
+            self._queue(ev)
+
     def _queue(self, ev: Event) -> None:
         self.seq += 1
         t = ev.sec * 1_000_000_000 + ev.msec * 1_000_000
@@ -132,13 +161,17 @@ class Session:
         while self.pending and (everything or now - self.pending[0][2] >= REORDER_NS):
             # hold back an event while a later-arriving one may still sort before it
             ev = heapq.heappop(self.pending)[3]
-            if self.opts.count is not None and sum(self.written.values()) >= self.opts.count:
+            if self.opts.count is not None and self.counted >= self.opts.count:
                 self.pending.clear()
                 self.stop = True
                 return
             sink.write(ev)
             self.written[ev.source] += 1
-        if self.opts.count is not None and sum(self.written.values()) >= self.opts.count:
+            if self.on_event is not None:
+                self.on_event(ev)
+            if not any(r.type in UNCOUNTED for r in ev.records):
+                self.counted += 1
+        if self.opts.count is not None and self.counted >= self.opts.count:
             self.stop = True
 
     def lost(self) -> dict[str, int]:
@@ -181,9 +214,12 @@ class Session:
                 stack.callback(sink.close)
                 if opts.source in ("ebpf", "both"):
                     self._start_ebpf(stack)
-                if opts.source in ("audit", "both"):
+                if opts.source in ("audit", "both") or (self.sub.audit_always
+                                                        and self.sub.audit_rules):
                     self._start_audit(stack)
                 notice(f"tracing {self.sub.name} ({self.describe()}); Ctrl-C to stop")
+                if self.sub.started is not None:
+                    self.sub.started()
                 self._loop(sink)
                 self._report_loss()
                 self._drain(sink, everything=True)
@@ -191,7 +227,7 @@ class Session:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
-        return 0
+        return self.exit_status
 
     def _loop(self, sink: Sink) -> None:
         deadline = None if self.opts.duration is None else time.monotonic() + self.opts.duration
@@ -199,38 +235,53 @@ class Session:
         while not self.stop:
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            if self.sub.finished is not None:
+                status = self.sub.finished()
+                if status is not None:
+                    self.exit_status = status
+                    break
             if self.program is not None:
                 self.clock.sample()
                 self.program.poll(50)
+                if self.sub.tick is not None:
+                    self.sub.tick(self.program, False)
             if self.audit is not None:
                 if self.program is None:
                     select.select([self.audit], [], [], 0.05)
                 for ev in self.audit.read_events():
-                    self._queue(ev)
+                    if self.relay(ev):
+                        self._queue(ev)
             if time.monotonic() - last_loss_check > 1.0:
                 last_loss_check = time.monotonic()
                 self._report_loss()
             self._drain(sink)
         if self.program is not None:
             self.program.poll(0)
+            if self.sub.tick is not None:
+                self.sub.tick(self.program, True)
+                self.program.poll(0)
         if self.audit is not None:
             for ev in self.audit.read_events() + self.audit.flush():
-                self._queue(ev)
+                if self.relay(ev):
+                    self._queue(ev)
 
     def describe(self) -> str:
         parts = [f"source {self.opts.source}"]
         if self.program is not None:
             layout = self.program.layout
-            parts.append(f"eBPF tracepoints, offsets from {probes.mechanism(layout)}")
+            parts.append(f"{self.sub.mechanism}, offsets from {probes.mechanism(layout)}")
         if self.audit is not None:
             parts.append(f"kernel audit, {len(self.sub.audit_rules)} rules")
         return "; ".join(parts)
 
     def _summary(self) -> None:
-        lost = self.lost()
+        lost = self.final_lost = self.lost()
         notice(f"{sum(self.written.values())} events (ebpf {self.written['ebpf']}, audit "
                f"{self.written['audit']}); lost: ebpf {lost['ebpf']}, audit {lost['audit']}")
 
 
 # auditd's own record for its trouble; ausearch reads it like any daemon record
 LOSS_TYPE = "DAEMON_ERR"
+# written but not counted toward --count: audit's record of audtrace's own rule changes
+# (otherwise `--count 1 --source audit` stops before anything is traced), and loss records
+UNCOUNTED = {"CONFIG_CHANGE", LOSS_TYPE}

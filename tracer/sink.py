@@ -41,6 +41,13 @@ class Sink:
                 self.fd = os.open(path, flags, 0o600)
             except OSError as e:
                 raise SinkError(f"cannot write {path}: {e.strerror}") from None
+            try:
+                # some files open for writing yet refuse every write (/proc/version):
+                # find out now, before anything is set up
+                os.write(self.fd, b"")
+            except OSError as e:
+                os.close(self.fd)
+                raise SinkError(f"cannot write {path}: {e.strerror}") from None
             self.owned = True
 
     def write(self, ev: Event) -> None:

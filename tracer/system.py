@@ -45,8 +45,10 @@ def tracefs_mounted(notice) -> Iterator[Path]:
     if _libc.mount(b"nodev", str(TRACEFS).encode(), b"tracefs", 0, None) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"cannot mount tracefs at {TRACEFS}: {os.strerror(err)}")
-    notice(f"mounted tracefs at {TRACEFS} (unmounted at exit)")
     try:
+        # inside the try: a notice that cannot be written (stderr full or closed) must not
+        # leave tracefs mounted
+        notice(f"mounted tracefs at {TRACEFS} (unmounted at exit)")
         yield TRACEFS
     finally:
         if _libc.umount2(str(TRACEFS).encode(), 0) != 0:

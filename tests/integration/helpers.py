@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import signal
@@ -13,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from audtrace.compat import tables
 
 REPO = Path(__file__).resolve().parents[2]
 ACTOR = Path(__file__).with_name("signal_actor.py")
@@ -39,8 +42,9 @@ class Tracer:
 def start_audtrace(args: list[str], output: Path, timeout: float = 90) -> Tracer:
     """Start `audtrace ARGS -o OUTPUT` and return once it says it is tracing."""
     cmd = [str(REPO / "audtrace"), *args, "-o", str(output)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
-                            cwd=REPO)
+    proc = subprocess.Popen(
+        cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO
+    )
     tracer = Tracer(proc, output)
     ready = threading.Event()
 
@@ -62,8 +66,13 @@ def start_audtrace(args: list[str], output: Path, timeout: float = 90) -> Tracer
 
 def act(action: str, sig: int, *extra: str) -> dict:
     """Run signal_actor.py in a fresh process; return what it reports."""
-    out = subprocess.run([PYTHON, str(ACTOR), action, str(sig), *extra], capture_output=True,
-                         text=True, timeout=60, env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+    out = subprocess.run(
+        [PYTHON, str(ACTOR), action, str(sig), *extra],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -75,3 +84,108 @@ def wait_for(pred, timeout: float = 10.0, step: float = 0.1) -> bool:
             return True
         time.sleep(step)
     return pred()
+
+
+# ---- the system state audtrace must leave as found ---------------------------------------
+# bpf(2) commands: walk the kernel's id tables without bpftool
+BPF_PROG_GET_NEXT_ID, BPF_MAP_GET_NEXT_ID = 11, 12
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class _NextIdAttr(ctypes.Structure):
+    # union bpf_attr, the *_GET_NEXT_ID member; the kernel wants the rest of the union zeroed
+    _fields_ = [
+        ("start_id", ctypes.c_uint32),
+        ("next_id", ctypes.c_uint32),
+        ("open_flags", ctypes.c_uint32),
+        ("_pad", ctypes.c_uint8 * 116),
+    ]
+
+
+def bpf_ids(cmd: int = BPF_PROG_GET_NEXT_ID) -> frozenset[int]:
+    """Ids of every loaded BPF program (or map, with BPF_MAP_GET_NEXT_ID)."""
+    nr = tables.syscall_number(tables.host_arch(), "bpf")
+    assert nr is not None, "no bpf syscall on this arch"
+    ids, attr = set(), _NextIdAttr()
+    while True:
+        if _libc.syscall(nr, cmd, ctypes.byref(attr), ctypes.sizeof(attr)) != 0:
+            err = ctypes.get_errno()
+            if err == errno.ENOENT:  # past the last id
+                return frozenset(ids)
+            raise OSError(err, f"bpf({cmd}): {os.strerror(err)}")
+        ids.add(attr.next_id)
+        attr.start_id = attr.next_id
+
+
+def bpf_prog_ids() -> frozenset[int]:
+    return bpf_ids(BPF_PROG_GET_NEXT_ID)
+
+
+def bpf_prog_ids_held(pid: int | str = "[0-9]*") -> frozenset[int]:
+    """Program ids behind the open fds of process `pid` (default: every process), from fdinfo."""
+    ids = set()
+    for info in Path("/proc").glob(f"{pid}/fdinfo/*"):
+        try:
+            text = info.read_text()
+        except OSError:  # the fd or the process went away meanwhile
+            continue
+        ids.update(
+            int(line.split()[1]) for line in text.splitlines() if line.startswith("prog_id:")
+        )
+    return frozenset(ids)
+
+
+def leaked_bpf_progs(before: frozenset[int]) -> frozenset[int]:
+    """Programs loaded since `before` that no live process holds: nothing will unload them.
+    (Programs of other processes running beside, e.g. a parallel test, are not leaks.)"""
+    orphans = bpf_prog_ids() - before - bpf_prog_ids_held()
+    return orphans & bpf_prog_ids()  # still loaded once the scan is over
+
+
+def tracing_mounts() -> tuple[str, ...]:
+    """/proc/self/mounts lines of tracefs and debugfs."""
+    with open("/proc/self/mounts") as f:
+        return tuple(
+            line.rstrip("\n")
+            for line in f
+            if len(line.split()) > 2 and line.split()[2] in ("tracefs", "debugfs")
+        )
+
+
+def audit_enabled() -> str:
+    out = subprocess.run(["auditctl", "-s"], capture_output=True, text=True, check=True).stdout
+    return next(line.split()[1] for line in out.splitlines() if line.startswith("enabled "))
+
+
+def audit_rules() -> str:
+    return subprocess.run(["auditctl", "-l"], capture_output=True, text=True, check=True).stdout
+
+
+@dataclass(frozen=True)
+class SystemState:
+    """What an audtrace run may change while it runs and must put back."""
+
+    mounts: tuple[str, ...]
+    audit_enabled: str
+    audit_rules: str
+    progs: frozenset[int] = field(compare=False)  # compared through leaked_bpf_progs()
+
+
+def system_state() -> SystemState:
+    return SystemState(tracing_mounts(), audit_enabled(), audit_rules(), bpf_prog_ids())
+
+
+def others_changing_state() -> list[str]:
+    """Other processes that change what SystemState holds: audtrace runs (tracefs, BPF,
+    audit rules) and auditd (audit rules and flag). Not ours: ours has exited when asked."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"audtrace.tracer.cli" in b" ".join(argv) or Path(argv[0].decode()).name == "auditd":
+            found.append(f"{cmdline.parent.name}: {b' '.join(argv)[:120].decode()}")
+    return found

@@ -115,11 +115,46 @@ def audit_rules(signals: list[int], keys: list[str], arch: str = "b64") -> list[
             for arg, nrs in by_arg.items() for sig in signals]
 
 
+def _text(value: str | None) -> bytes | None:
+    """An audit string field's bytes: "quoted" or hex."""
+    if value is None or value in ("(null)", "(none)"):
+        return None
+    if value.startswith('"'):
+        return value.strip('"').encode()
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return value.encode()
+
+
+def audit_filter(req: KillRequest):
+    """The request's filters that audit rules do not carry, applied to relayed events:
+    sender pid/uid/comm from SYSCALL, target pid/comm from OBJ_PID, as the eBPF side does."""
+    comms = {c.encode() for c in req.comms}
+    tcomms = {c.encode() for c in req.target_comms}
+
+    def keep(ev: Event) -> bool:
+        sc = ev.records[0]
+        if req.pids and int(sc.get("pid") or -1) not in req.pids:
+            return False
+        if req.uids and int(sc.get("uid") or -1) not in req.uids:
+            return False
+        if comms and _text(sc.get("comm")) not in comms:
+            return False
+        objs = [r for r in ev.records if r.type == "OBJ_PID"]
+        if req.target_pids and not any(int(o.get("opid") or -1) in req.target_pids
+                                       for o in objs):
+            return False
+        return not tcomms or any(_text(o.get("ocomm")) in tcomms for o in objs)
+
+    return keep
+
+
 def subcommand(req: KillRequest, keys: list[str]):
     from audtrace.tracer.session import Subcommand
 
     return Subcommand(name="kill", program=program(req), decode=decode, to_audit=to_audit,
-                      audit_rules=audit_rules(req.signals, keys))
+                      audit_rules=audit_rules(req.signals, keys), audit_filter=audit_filter(req))
 
 
 # ---- the command line ----------------------------------------------------------------
@@ -152,9 +187,11 @@ def _signals(_ctx, _param, value) -> list[int]:
 def command(signals, pids, comms, uids, target_pids, target_comms, kernel_signals,
             **common) -> None:
     """Who sends which signal to whom (kill, tkill, tgkill, sigqueue, pidfd)."""
-    for name in (*options.strs(comms), *options.strs(target_comms)):
-        if len(name.encode()) > 15:
-            raise click.BadParameter(f"comm {name!r} is longer than 15 bytes", param_hint="--comm")
+    for hint, names in (("--comm", comms), ("--target-comm", target_comms)):
+        for name in options.strs(names):
+            if len(name.encode()) > 15:
+                raise click.BadParameter(f"comm {name!r} is longer than 15 bytes",
+                                         param_hint=hint)
     req = KillRequest(signals=signals, pids=pids, comms=options.strs(comms), uids=uids,
                            target_pids=target_pids, target_comms=options.strs(target_comms),
                            kernel_signals=kernel_signals)
