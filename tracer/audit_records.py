@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from audtrace.compat.record import Event, Record, enc_hex, enc_int, enc_str
-from audtrace.tracer.events import Identity, KernelSignal, SyscallEvent, Target
+from audtrace.tracer.events import FileInfo, Identity, KernelSignal, SyscallEvent, Target
 
 SRC = ("src", "ebpf")
 UNSET = 0xFFFFFFFF
@@ -83,25 +83,35 @@ def syscall_event(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
     return Event(sec, nsec // 1_000_000, serial, records, "ebpf")
 
 
-def kernel_signal_event(ev: KernelSignal, keys: list[str], serial: int) -> Event:
-    """A signal no syscall sent. There is no SYSCALL to report, so none is invented: the
-    record is of audit's anomaly family, SIGNAL-shaped, with the context task as pid= and the
-    victim as the object (see README, "Signals the kernel sends")."""
-    who, v = ev.context, ev.victim
-    fields = [("auid", enc_int(who.auid)), ("uid", enc_int(who.uid)), ("gid", enc_int(who.gid)),
-              ("ses", enc_int(who.ses)), ("pid", enc_int(who.pid)), ("comm", enc_str(who.comm)),
-              ("exe", enc_str(who.exe) if who.exe else "(null)"),
-              ("sig", enc_int(ev.sig)), ("code", enc_int(ev.si_code)),
-              ("result", enc_int(ev.result)),
-              ("opid", enc_int(v.pid)), ("oauid", enc_int(_signed(v.auid))),
-              ("ouid", enc_int(_signed(v.uid))), ("oses", enc_int(_signed(v.ses))),
-              ("ocomm", enc_str(v.comm)), ("key", enc_key(keys)), SRC]
+def kernel_signal_events(ev: KernelSignal, keys: list[str], serial: int) -> list[Event]:
+    """A signal no syscall sent, as USER records: no SYSCALL is invented for it.
+
+    pid=, uid=, auid=, ses= are the task in whose context the kernel generated the signal;
+    the victim is the object inside msg. When the two differ (an OOM kill, a tty's SIGINT)
+    a second record tells the victim's side, so `ausearch -p` finds it by either pid.
+    (Measured: ausearch reads a user record's pid/uid/auid/ses and its msg; a field ending
+    in "uid=" after ses breaks -ui/-ua, so the victim's uids stay out.)"""
     sec, nsec = divmod(ev.time_ns, 1_000_000_000)
-    return Event(sec, nsec // 1_000_000, serial, [Record(KERNEL_SIGNAL_TYPE, fields)], "ebpf")
+    who, v = ev.context, ev.victim
+    keyfield = f" key={enc_key(keys)}" if keys else ""
 
+    def user(pid: int, uid: int, auid: int, ses: int, msg: str) -> Record:
+        return Record("USER", [("pid", enc_int(pid)), ("uid", enc_int(uid)),
+                               ("auid", enc_int(auid)), ("ses", enc_int(ses)),
+                               ("msg", f"'{msg}{keyfield} res=success'"), SRC])
 
-# decided after measuring ausearch's handling (tests/integration/test_ausearch_format.py)
-KERNEL_SIGNAL_TYPE = "ANOM_ABEND"
+    exe = enc_str(who.exe) if who.exe else "(null)"
+    common = f"sig={ev.sig} code={ev.si_code} result={ev.result}"
+    out = [Event(sec, nsec // 1_000_000, serial, [user(
+        who.pid, who.uid, who.auid, who.ses,
+        f"op=signal-generate {common} comm={enc_str(who.comm)} exe={exe}"
+        f" opid={v.pid} ocomm={enc_str(v.comm)}")], "ebpf")]
+    if v.pid != who.pid:
+        out.append(Event(sec, nsec // 1_000_000, 0, [user(
+            v.pid, v.uid, v.auid, v.ses,
+            f"op=signal-receive {common} comm={enc_str(v.comm)}"
+            f" spid={who.pid} scomm={enc_str(who.comm)}")], "ebpf"))
+    return out
 
 
 def target_from_proc(pid: int) -> Target | None:
@@ -117,3 +127,108 @@ def target_from_proc(pid: int) -> Target | None:
     uid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:"))
     tgid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Tgid:"))
     return Target(pid=tgid, auid=auid, uid=uid, ses=ses, comm=comm, from_proc=True)
+
+
+# ---- records beside SYSCALL: PATH, CWD, SOCKADDR, EXECVE ---------------------------------
+# Shared by the families that name files, addresses or programs (exec, ioctl, net, exit).
+
+def event_of(ev: SyscallEvent, records: list[Record], serial: int) -> Event:
+    sec, nsec = divmod(ev.time_ns, 1_000_000_000)
+    return Event(sec, nsec // 1_000_000, serial, records, "ebpf")
+
+
+def dev_text(dev: int) -> str:
+    """A kernel dev_t as audit prints it: MAJOR:MINOR, two hex digits at least."""
+    return f"{dev >> 20:02x}:{dev & 0xFFFFF:02x}"
+
+
+def path_record(item: int, name: bytes | None, f: FileInfo | None,
+                nametype: str = "NORMAL") -> Record:
+    """PATH in the kernel's field order (audit_log_name). The cap_* fields need the file's
+    capability xattr, which is not read: they are left out rather than guessed."""
+    fields = [("item", enc_int(item)), ("name", enc_str(name) if name is not None else "(null)")]
+    if f is not None:
+        fields += [("inode", enc_int(f.ino)), ("dev", dev_text(f.dev)),
+                   ("mode", "0" + format(f.mode, "o")), ("ouid", enc_int(f.uid)),
+                   ("ogid", enc_int(f.gid)), ("rdev", dev_text(f.rdev))]
+    fields += [("nametype", nametype), SRC]
+    return Record("PATH", fields)
+
+
+def cwd_record(cwd: bytes) -> Record:
+    return Record("CWD", [("cwd", enc_str(cwd)), SRC])
+
+
+def sockaddr_record(saddr: bytes) -> Record:
+    # the kernel writes the bytes as hex, whatever they are (audit_log_n_hex)
+    return Record("SOCKADDR", [("saddr", saddr.hex().upper()), SRC])
+
+
+MAX_EXECVE_AUDIT_LEN = 7500   # kernel/auditsc.c
+_ABUF = 96                    # sizeof(abuf) in audit_log_execve_info()
+
+
+def _has_control(b: bytes) -> bool:
+    # audit_string_contains_control(): '"', and anything outside 0x21..0x7e
+    return any(c == 0x22 or c < 0x21 or c > 0x7E for c in b)
+
+
+def execve_records(argv: list[bytes], argc: int | None = None) -> list[Record]:
+    """EXECVE record(s) as audit_log_execve_info() writes them: `argc=N a0="ls" a1=2D6C`,
+    an argument longer than fits becomes `aN_len=L aN[0]=... aN[1]=...` (hex), and a new
+    record starts when one would pass MAX_EXECVE_AUDIT_LEN. Same budget arithmetic as the
+    kernel's, so record boundaries fall where its fall."""
+    records: list[list[tuple[str, str]]] = [[("argc", enc_int(len(argv) if argc is None
+                                                              else argc))]]
+    len_max = MAX_EXECVE_AUDIT_LEN
+    len_rem = len_max
+    for n, arg in enumerate(argv):
+        p, len_full, pending = 0, len(arg), b""
+        require, encode, it = True, False, 0
+        while True:
+            if require:
+                room = len_max - len(pending)
+                if len(arg) - p >= room:       # no NUL within room: the kernel takes room
+                    chunk, require, encode = arg[p:p + room], True, True
+                    len_full *= 2
+                    p += room
+                else:
+                    chunk, require = arg[p:], False
+                    encode = encode or _has_control(chunk)
+                    if len_full < len_max:
+                        len_full = len(chunk) * 2 if encode else len(chunk)
+                    p = len(arg)
+                pending += chunk
+                len_abuf = len(pending) * 2 if encode else len(pending) + 2
+            if len_rem < _ABUF + 8:
+                records.append([])
+                len_rem = len_max
+            fields = records[-1]
+            if require or it > 0 or len_abuf + _ABUF > len_rem:
+                prefix = 0
+                if it == 0:
+                    fields.append((f"a{n}_len", enc_int(len_full)))
+                    prefix += len(f" a{n}_len={len_full}")
+                name = f"a{n}[{it}]"
+                it += 1
+            else:
+                name, prefix = f"a{n}", 0
+            prefix += len(f" {name}=")
+            len_rem -= prefix
+            take = len(pending)
+            if encode:
+                if len_abuf > len_rem:
+                    take = len_rem // 2
+                fields.append((name, pending[:take].hex().upper()))
+                len_rem -= take * 2
+                len_abuf -= take * 2
+            else:
+                if len_abuf > len_rem:
+                    take = len_rem - 2
+                fields.append((name, '"' + pending[:take].decode("latin-1") + '"'))
+                len_rem -= take + 2
+                len_abuf -= take
+            pending = pending[take:]
+            if not pending and not require:
+                break
+    return [Record("EXECVE", [*f, SRC]) for f in records]

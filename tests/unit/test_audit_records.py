@@ -71,8 +71,21 @@ def test_serials_never_collide_with_kernel_or_other_instances():
 def test_kernel_signal_names_context_and_victim():
     ks = KernelSignal(time_ns=1795314827_000_000_000, sig=11, si_code=1, result=0, group=False,
                       context=WHO, victim=SLEEP)
-    ev = audit_records.kernel_signal_event(ks, [], serial=9)
-    (rec,) = ev.records
+    generated, received = audit_records.kernel_signal_events(ks, [], serial=9)
+    (rec,) = generated.records
     fields = dict(rec.fields)
-    assert fields["pid"] == "2454" and fields["opid"] == "2453" and fields["sig"] == "11"
-    assert rec.fields[-1] == ("src", "ebpf")
+    msg = dict(split_fields(fields["msg"].strip("'")))
+    assert rec.type == "USER" and generated.serial == 9
+    assert fields["pid"] == "2454" and msg["opid"] == "2453" and msg["sig"] == "11"
+    assert msg["op"] == "signal-generate" and rec.fields[-1] == ("src", "ebpf")
+    # the victim's side, findable by its own pid
+    victim = dict(received.records[0].fields)
+    assert victim["pid"] == "2453"
+    assert dict(split_fields(victim["msg"].strip("'")))["spid"] == "2454"
+
+
+def test_a_crash_is_one_record():
+    ks = KernelSignal(time_ns=1795314827_000_000_000, sig=11, si_code=1, result=0, group=False,
+                      context=WHO, victim=Target(pid=WHO.pid, auid=0, uid=0, ses=1,
+                                                 comm=b"kill"))
+    assert len(audit_records.kernel_signal_events(ks, [], serial=9)) == 1

@@ -63,7 +63,7 @@ def program(req: KillRequest) -> ProgramSpec:
 
 def to_audit(ev: SyscallEvent | KernelSignal, keys: list[str], serial: int) -> Event:
     if isinstance(ev, KernelSignal):
-        return audit_records.kernel_signal_event(ev, keys, serial)
+        return audit_records.kernel_signal_events(ev, keys, serial)
     if not ev.targets and ev.nr is not None:
         # the kernel generated nothing (refused, or signal 0): audit still names the target
         pid = _named_target(ev)
