@@ -52,7 +52,8 @@ class Sink:
 
     def write(self, ev: Event) -> None:
         out = self.format(ev)
-        data = out if isinstance(out, bytes) else out.encode()
+        # interpreted text may carry undecodable bytes of the traced programs: keep them
+        data = out if isinstance(out, bytes) else out.encode(errors="surrogateescape")
         data += b"\n"
         while data:
             n = os.write(self.fd, data)
