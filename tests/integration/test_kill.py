@@ -206,3 +206,31 @@ def test_lost_events_are_counted_never_silent(tracers, tmp_path):
         r = subprocess.run(["ausearch", "-if", str(log), "-m", "DAEMON_ERR"],
                            capture_output=True, text=True)
         assert "lost-events" in r.stdout
+
+
+@pytest.mark.parametrize("fmt", ["enriched", "interpreted", "json"])
+def test_output_formats(tracers, tmp_path, fmt):
+    """The same kill in each format: ENRICHED read back by ausearch, `-i` text, JSON lines."""
+    import orjson
+
+    log = tmp_path / f"{fmt}.log"
+    tracer = tracers(["kill", "--sig", "USR2", "--format", fmt, "-k", "fmt"], log)
+    d = act("kill", 12)
+    assert wait_for(lambda: str(d["pid"]) in tracer.text())
+    assert tracer.stop() == 0
+    text = log.read_text()
+    if fmt == "enriched":
+        assert "\x1d" in text and 'UID="root"' in text
+        r = subprocess.run(["ausearch", "-if", str(log), "-p", str(d["pid"]), "-i"],
+                           capture_output=True, text=True)
+        assert "syscall=kill" in r.stdout and "a1=SIGUSR2" in r.stdout
+    elif fmt == "interpreted":
+        assert f"pid={d['pid']}" in text and "syscall=kill" in text and "a1=SIGUSR2" in text
+        assert text.startswith("----")
+    else:
+        objs = [orjson.loads(line) for line in text.splitlines()]
+        ev = next(o for o in objs if "SYSCALL" in o and o["SYSCALL"].get("pid") == d["pid"])
+        assert ev["SYSCALL"]["syscall"] in (62, "kill") and ev["SOURCE"] == "ebpf"
+        obj = ev["OBJ_PID"]
+        obj = obj[0] if isinstance(obj, list) else obj
+        assert obj["opid"] == d["target"]
