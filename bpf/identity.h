@@ -132,25 +132,18 @@ static __always_inline void capture_proctitle(struct proctitle *pt, void *task)
 		pt->len = len;
 }
 
-/* The executable's path, walked up through dentries and across mounts. d_path() is not
- * callable from tracepoints, so the components travel leaf first and user space joins them. */
-static __always_inline void capture_exe(struct exe_path *exe, void *task)
+/* A path, walked up from (dentry, vfsmount) through dentries and across mounts: the
+ * executable's, a file's behind an fd, the working directory's. d_path() is not callable
+ * from tracepoints, so the components travel leaf first and user space joins them. */
+static __always_inline void capture_path(struct exe_path *out, void *dentry, void *vfsmnt)
 {
-	void *mm = task_ptr(task, OFF_TASK_MM);
-	void *file, *dentry, *vfsmnt, *mnt;
+	void *mnt = vfsmnt - OFF_MOUNT_MNT;
 	u32 n = 0;
 
-	exe->depth = 0;
-	exe->truncated = 0;
-	if (!mm)
+	out->depth = 0;
+	out->truncated = 0;
+	if (!dentry || !vfsmnt)
 		return;
-	file = task_ptr(mm, OFF_MM_EXE_FILE);
-	if (!file)
-		return;
-	dentry = task_ptr(file, OFF_FILE_F_PATH + OFF_PATH_DENTRY);
-	vfsmnt = task_ptr(file, OFF_FILE_F_PATH + OFF_PATH_MNT);
-	mnt = vfsmnt - OFF_MOUNT_MNT;
-
 #pragma unroll
 	for (int i = 0; i < EXE_DEPTH + 4; i++) {
 		void *root = task_ptr(mnt, OFF_MOUNT_MNT + OFF_VFSMOUNT_MNT_ROOT);
@@ -170,16 +163,35 @@ static __always_inline void capture_exe(struct exe_path *exe, void *task)
 		if (parent == dentry)
 			break;
 		if (n >= EXE_DEPTH) {
-			exe->truncated = 1;
+			out->truncated = 1;
 			break;
 		}
 		name = task_ptr(dentry, OFF_DENTRY_D_NAME_NAME);
-		bpf_probe_read_kernel_str(&exe->parts[(n & (EXE_DEPTH - 1)) * EXE_PART], EXE_PART,
+		bpf_probe_read_kernel_str(&out->parts[(n & (EXE_DEPTH - 1)) * EXE_PART], EXE_PART,
 					  name);
 		n++;
 		dentry = parent;
 	}
-	exe->depth = n;
+	out->depth = n;
+}
+
+/* The path of a struct path at `p` (a file's f_path, fs_struct's pwd). */
+static __always_inline void capture_struct_path(struct exe_path *out, void *p)
+{
+	capture_path(out, task_ptr(p, OFF_PATH_DENTRY), task_ptr(p, OFF_PATH_MNT));
+}
+
+/* The executable's path: mm->exe_file. */
+static __always_inline void capture_exe(struct exe_path *exe, void *task)
+{
+	void *mm = task_ptr(task, OFF_TASK_MM);
+	void *file = mm ? task_ptr(mm, OFF_MM_EXE_FILE) : 0;
+
+	exe->depth = 0;
+	exe->truncated = 0;
+	if (!file)
+		return;
+	capture_struct_path(exe, file + OFF_FILE_F_PATH);
 }
 
 /* Syscall arguments a0..a3 as audit records them: the registers at entry, also those past

@@ -13,9 +13,17 @@ differences (each is locked in by tests/integration/test_ausearch_format.py):
   ``unknown-signal(0x22)``); 32 and 33 stay ``unknown-signal(...)``.
 * exit codes of kernel-internal errnos (512 ERESTARTSYS ...) are named
   (ausearch prints ``(null)(Unknown error 512)``).
+* ioctl requests (a1): ausearch's names where it has one (FIONREAD is its TIOCINQ);
+  audtrace also names the requests of compat/ioctls.py and writes any other as
+  ``_IOC(dir,'type',nr,size)``. Clock ids (a0 of clock_settime, and of clock_adjtime
+  beyond ausearch) are named up to CLOCK_TAI (ausearch stops at 6).
+* audtrace's own fields: ANOM_ABEND ``status=`` (how a process ended) reads
+  ``killed(SIGTERM)``, ``killed(SIGABRT,core)`` or ``exited(3)``; KERNEL_OTHER
+  ``old=``/``new=``/``asked=`` (wall times of `audtrace clock`) as local dates with
+  nanoseconds; ``core=``/``by_comm=`` unquoted.
 * not interpreted (printed as ausearch prints a plain value: ``0x..`` for a0..a3,
-  the value itself otherwise): socket options, fcntl/ioctl/prctl/ptrace/mmap/
-  mount/clone/recv flags, personality, seccomp codes, rlimits, clock ids,
+  the value itself otherwise): socket options, fcntl/prctl/ptrace/mmap/
+  mount/clone/recv flags, personality, seccomp codes, rlimits,
   netfilter fields, tty data, protocol names (socket a2) and RHEL4 PATH flags.
 
 The time stamp is written ``%x %T`` in the C locale (``11/22/26 02:30:24``),
@@ -47,6 +55,7 @@ _T_SYSCALL, _T_PATH, _T_EXECVE, _T_SECCOMP = 1300, 1302, 1309, 1326
 _T_AVC, _T_USER_TTY, _T_NETFILTER_PKT, _T_MQ_OPEN = 1400, 1124, 1324, 1312
 _T_CRYPTO_KEY_USER, _T_TRUSTED_APP, _T_KERN_MODULE = 2404, 1121, 1334
 _T_GROUP_ID = (1116, 1117, 1132)  # ADD_GROUP, DEL_GROUP, GRP_MGMT
+_T_KERNEL_OTHER, _T_ANOM_ABEND = 1316, 1701
 
 # Field name -> interpretation, as auparse's typetab.
 _FIELD_TYPES: dict[str, str] = {}
@@ -118,6 +127,13 @@ def field_type(rtype: int, name: str, value: str) -> str:
             return "unclassified"
         return "escaped" if _is_hex(value) else "unclassified"
     if rtype == _T_KERN_MODULE and name == "name":
+        return "escaped"
+    # audtrace's own fields (the kernel writes none of these in these records)
+    if rtype == _T_KERNEL_OTHER and name in ("old", "new", "asked"):
+        return "walltime"
+    if rtype == _T_ANOM_ABEND and name == "status":
+        return "wait_status"
+    if rtype == _T_ANOM_ABEND and name in ("core", "by_comm"):
         return "escaped"
     return _FIELD_TYPES.get(name, "unclassified")
 
@@ -423,12 +439,14 @@ def _print_sockaddr(val: str) -> str:
     if fam == 10:
         if slen < 28:
             return f"{{ saddr_fam={name} sockaddr6 len too short }}"
-        port, flow = struct.unpack_from("!HI", buf, 2)
+        port = struct.unpack_from("!H", buf, 2)[0]
         scope = struct.unpack_from("=I", buf, 24)[0]
         addr = socket.inet_ntop(socket.AF_INET6, buf[8:24])
         try:
             host, _ = socket.getnameinfo(
-                (addr, port, flow, scope), socket.NI_NUMERICHOST | socket.NI_NUMERICSERV
+                # flowinfo does not show in the text (and Python limits it to 20 bits)
+                (addr, port, 0, scope),
+                socket.NI_NUMERICHOST | socket.NI_NUMERICSERV,
             )
         except OSError:
             return f"{{ saddr_fam={name} (error resolving addr) }}"
@@ -518,14 +536,54 @@ _DIRFD_A0 = (
     "newfstatat", "openat", "openat2", "name_to_handle_at",
 )  # fmt: skip
 
+_CLOCKS = ("CLOCK_REALTIME", "CLOCK_MONOTONIC", "CLOCK_PROCESS_CPUTIME_ID",
+           "CLOCK_THREAD_CPUTIME_ID", "CLOCK_MONOTONIC_RAW", "CLOCK_REALTIME_COARSE",
+           "CLOCK_MONOTONIC_COARSE", "CLOCK_BOOTTIME", "CLOCK_REALTIME_ALARM",
+           "CLOCK_BOOTTIME_ALARM", "CLOCK_SGI_CYCLE", "CLOCK_TAI")  # linux/time.h
+
+
+def _clockid(v: str, _a: tuple) -> str:
+    n = _strtoul(v, 16)
+    return _CLOCKS[n] if n < len(_CLOCKS) else f"unknown-clk_id(0x{v})"
+
+
+def _ioctl_req(v: str, _a: tuple) -> str:
+    from .ioctls import interpreted
+
+    return interpreted(_strtoul(v, 16))
+
+
+def _print_walltime(val: str) -> str:
+    """`1795318020.843582182` -> `11/22/26 03:27:00.843582182`, as the stamps read."""
+    sec, _, frac = val.partition(".")
+    if not sec.lstrip("-").isdigit() or not frac.isdigit():
+        raise _ConvError
+    return time.strftime("%x %T", time.localtime(int(sec))) + f".{frac}"
+
+
+def _print_wait_status(val: str) -> str:
+    """task->exit_code: low 7 bits the signal (0x80 core dumped), else status << 8."""
+    n = _strtoul(val, 10)
+    if n & 0x7F:
+        core = ",core" if n & 0x80 else ""
+        return f"killed({signal_name(n & 0x7F)}{core})"
+    return f"exited({(n >> 8) & 0xFF})"
+
+
 _ARGS: dict[int, dict] = {0: {}, 1: {}, 2: {}, 3: {}}
 _ARGS[0].update({n: _dirfd for n in _DIRFD_A0})
 _ARGS[0].update({n: _uid16 for n in ("setuid", "setreuid", "setresuid", "setfsuid")})
 _ARGS[0].update({n: _gid16 for n in ("setgid", "setregid", "setresgid", "setfsgid")})
 _ARGS[0].update(
     {
-        "rt_sigaction": _sig16, "socket": _domain, "socketcall": _socketcall,
-        "exit": _exit_code, "exit_group": _exit_code,
+        "rt_sigaction": _sig16,
+        "socket": _domain,
+        "socketcall": _socketcall,
+        "exit": _exit_code,
+        "exit_group": _exit_code,
+        # clock ids: ausearch names clock_settime's; audtrace also clock_adjtime's
+        "clock_settime": _clockid,
+        "clock_adjtime": _clockid,
     }  # fmt: skip
 )
 _ARGS[1].update(
@@ -534,7 +592,7 @@ _ARGS[1].update(
         "chown": _uid16, "chown32": _uid16, "setreuid": _uid16, "setresuid": _uid16,
         "setregid": _gid16, "setresgid": _gid16, "socket": _socktype, "mknod": _mode16,
         "mq_open": _oflags, "open": _oflags, "access": _access, "kill": _sig16,
-        "tkill": _sig16, "prctl": _prctl_a1,
+        "tkill": _sig16, "prctl": _prctl_a1, "ioctl": _ioctl_req,
         # beyond ausearch: these carry the signal in a1 too
         "rt_sigqueueinfo": _sig16, "pidfd_send_signal": _sig16,
     }
@@ -552,13 +610,16 @@ _ARGS[2].update(
 )  # fmt: skip
 
 
-# Syscall arguments ausearch 3.0.9 names and audtrace prints as 0x..: {name: arg indexes}.
+# Syscall arguments ausearch 3.0.9 names and audtrace prints as 0x.., or where the two
+# name differently (ioctl requests and clock ids audtrace names beyond ausearch's tables):
+# {name: arg indexes}.
 NOT_INTERPRETED: dict[str, tuple[int, ...]] = {
-    "clock_settime": (0,), "personality": (0,), "ptrace": (0,), "prctl": (0,),
+    "clock_settime": (0,), "clock_adjtime": (0,), "ioctl": (1,),
+    "personality": (0,), "ptrace": (0,), "prctl": (0,),
     "getrlimit": (0,), "setrlimit": (0,), "unshare": (0,), "bpf": (0,),
     "fcntl": (1, 2), "fcntl64": (1, 2), "getsockopt": (1, 2), "setsockopt": (1, 2),
     "setns": (1,), "sched_setscheduler": (1,), "epoll_ctl": (1,), "umount2": (1,),
-    "ioctl": (1,), "socket": (2,), "sendmsg": (2,), "recvmsg": (2,), "shmget": (2,),
+    "socket": (2,), "sendmsg": (2,), "recvmsg": (2,), "shmget": (2,),
     "mmap": (2, 3), "mmap2": (2, 3), "mprotect": (2,), "lseek": (2,), "clone": (2,),
     "clone2": (2,), "mount": (3,), "recv": (3,), "recvfrom": (3,), "recvmmsg": (3,),
     "send": (3,), "sendto": (3,), "sendmmsg": (3,),
@@ -640,6 +701,10 @@ def interpret_value(
             out = _print_cap_bitmap(val)
         elif kind == "oflag":
             out = _print_open_flags(val)
+        elif kind == "walltime":
+            out = _print_walltime(val)
+        elif kind == "wait_status":
+            out = _print_wait_status(val)
         else:
             out = val
     except _ConvError:

@@ -74,16 +74,20 @@ def rule_matches(rule: AuditRule, fields: dict[str, str]) -> bool:
     return True
 
 
-def relay_filter(rules: list[AuditRule],
-                 request: Callable[[Event], bool] | None = None) -> Callable[[Event], bool]:
+def relay_filter(rules: list[AuditRule], request: Callable[[Event], bool] | None = None,
+                 types: tuple[str, ...] = ()) -> Callable[[Event], bool]:
     """The events of the multicast group this run relays: those its rules match (and that
-    pass the subcommand's own filters, e.g. --pid or --target-comm), and its rule changes."""
+    pass the subcommand's own filters, e.g. --pid or --target-comm), its rule changes, and
+    the kernel's own events of the record types the subcommand names (`exit`: ANOM_ABEND,
+    which no rule selects), through the same filters."""
     me = str(os.getpid())
 
     def want(ev: Event) -> bool:
         first = ev.records[0]
         if first.type == "CONFIG_CHANGE":
             return first.get("pid") == me
+        if first.type in types:
+            return request is None or request(ev)
         if first.type != "SYSCALL":
             return False
         fields = dict(first.field_items())

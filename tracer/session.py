@@ -71,6 +71,8 @@ class Subcommand:
     # the request's filters that kernel audit rules cannot express (--comm, --target-pid...),
     # applied to the relayed audit events: (Event) -> keep
     audit_filter: Callable | None = None
+    # kernel record types relayed although no rule selects them (`exit`: ANOM_ABEND)
+    relay_types: tuple[str, ...] = ()
     # called after every poll with (program, final); final once, before the programs go:
     # for subcommands that aggregate in BPF maps and report from them
     tick: Callable[[probes.Program, bool], None] | None = None
@@ -139,7 +141,8 @@ class Session:
         from audtrace.tracer.audit_source import AuditSource
 
         # the session's own handlers already turn SIGINT/SIGTERM/SIGHUP into a clean stop
-        self.relay = relay_filter(self.sub.audit_rules, self.sub.audit_filter)
+        self.relay = relay_filter(self.sub.audit_rules, self.sub.audit_filter,
+                                  self.sub.relay_types)
         self.audit = stack.enter_context(AuditSource(self.sub.audit_rules, on_notice=notice,
                                                      handle_signals=False))
 

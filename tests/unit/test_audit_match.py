@@ -63,3 +63,11 @@ def test_request_filters_apply_to_relayed_events():
     assert want(event(SYSCALL, sleep))
     assert not want(event(SYSCALL, other))
     assert not want(event(SYSCALL.replace('comm="kill"', 'comm="bash"'), sleep))
+
+
+def test_declared_record_types_are_relayed_through_the_request():
+    abend = Event(1, 2, 7, [Record("ANOM_ABEND", body="auid=0 uid=0 pid=5 sig=6 res=1")],
+                  "audit")
+    assert not relay_filter([])(abend)
+    assert relay_filter([], types=("ANOM_ABEND",))(abend)
+    assert not relay_filter([], lambda ev: False, types=("ANOM_ABEND",))(abend)

@@ -1,0 +1,113 @@
+/* Who executes what: execve and execveat, as audit's EXECVE record gives them.
+ *
+ * At entry the file name as given (PATH's name=) is copied; the event is parked as every
+ * family's is. At exit of a successful exec the task runs the new image, as when audit
+ * writes its records: its credentials (a setuid binary's euid), comm, executable and
+ * command line are captured again, and argv is read where audit reads it, from the new
+ * mm's arg_start..arg_end; argc from the top of the new stack. A failed exec keeps the
+ * caller's identity and has no EXECVE record, as in audit.
+ * The event is larger than the parked one (argv), so it is assembled in a map value of
+ * its own CPU and submitted from there (an array indexed by CPU: per-CPU map values are
+ * limited to 32 KiB).
+ */
+#include "file_path.h"
+
+#define NAME_MAX_LEN 256
+#define ARGV_MAX 32768          /* bytes of argv kept; argv_full says how many there were */
+
+struct family_extra {
+	char filename[NAME_MAX_LEN];
+};
+
+#include "syscall_event.h"
+
+struct exec_event {
+	struct syscall_event ev;
+	u64 argc;
+	u32 argv_len;           /* bytes in argv */
+	u32 argv_full;          /* arg_end - arg_start */
+	struct file_info file;  /* the executable now mapped (success only) */
+	struct exe_path cwd;
+	char argv[ARGV_MAX];
+};
+
+BPF_ARRAY(exec_out, struct exec_event, MAX_CPUS);
+
+static __always_inline int family_want(int nr, const u64 *a)
+{
+	return nr == NR_EXECVE || nr == NR_EXECVEAT;
+}
+
+static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
+{
+	/* from the parked copy: a variable index into the stack array a[] is refused */
+	const char *name = (const char *)(ev->nr == NR_EXECVEAT ? ev->args[1] : ev->args[0]);
+
+	ev->extra.filename[0] = 0;
+	bpf_probe_read_user_str(ev->extra.filename, sizeof(ev->extra.filename), name);
+	return 1;
+}
+
+static __always_inline void capture_argv(struct exec_event *out, void *task)
+{
+	void *mm = task_ptr(task, OFF_TASK_MM);
+	unsigned long start = 0, end = 0, stack = 0;
+	u64 len;
+
+	out->argc = 0;
+	out->argv_len = 0;
+	out->argv_full = 0;
+	if (!mm)
+		return;
+	READ_KERNEL(start, mm, OFF_MM_ARG_START);
+	READ_KERNEL(end, mm, OFF_MM_ARG_END);
+	READ_KERNEL(stack, mm, OFF_MM_START_STACK);
+	if (stack)
+		bpf_probe_read_user(&out->argc, sizeof(out->argc), (void *)stack);
+	if (end <= start)
+		return;
+	out->argv_full = end - start;
+	len = end - start;
+	if (len > ARGV_MAX - 1)
+		len = ARGV_MAX - 1;
+	len &= ARGV_MAX - 1;    /* a bound the verifier can see */
+	if (bpf_probe_read_user(out->argv, len, (void *)start) == 0)
+		out->argv_len = len;
+}
+
+static __always_inline int family_exit(void *ctx, struct syscall_event *ev)
+{
+	u32 cpu = bpf_get_smp_processor_id();
+	struct exec_event *out = exec_out.lookup(&cpu);
+	void *task = (void *)bpf_get_current_task();
+
+	if (!out) {
+		drops.increment(1);
+		return 0;
+	}
+	if (ev->ret == 0) {
+		/* the new image: who it runs as, what it is */
+		capture_identity(&ev->id, task);
+		capture_proctitle(&ev->title, task);
+		capture_exe(&ev->exe, task);
+	}
+	if (PRIVILEGED && !(ev->id.uid != ev->id.euid && ev->id.euid == 0))
+		return 0;
+	bpf_probe_read_kernel(&out->ev, sizeof(out->ev), ev);
+	capture_cwd(&out->cwd, task);
+	out->file.present = 0;
+	out->argc = 0;
+	out->argv_len = 0;
+	out->argv_full = 0;
+	if (ev->ret == 0) {
+		void *mm = task_ptr(task, OFF_TASK_MM);
+
+		capture_file(&out->file, mm ? task_ptr(mm, OFF_MM_EXE_FILE) : 0);
+		capture_argv(out, task);
+	}
+	if (events.perf_submit(ctx, out, sizeof(*out)) != 0)
+		drops.increment(1);
+	return 0;   /* submitted here, not by the caller */
+}
+
+#include "syscall_programs.h"

@@ -1,0 +1,134 @@
+"""`audtrace clock`: who changed the time, and from what to what.
+
+bpf/clock.c reports clock_settime, settimeofday, adjtimex and clock_adjtime calls that
+modify the clock (adjtimex reads are left out in the kernel), and RTC_SET_TIME ioctls.
+Records: SYSCALL; TIME_INJOFFSET as the kernel writes it when the call moved the clock
+(`sec=` `nsec=`: for a setting, the new time less the time at entry, so it can exceed the
+kernel's own by the microseconds between entry and the setting; for ADJ_SETOFFSET the
+offset asked, exactly); a KERNEL_OTHER record `op="clock"` with the wall time before and
+after the call (CLOCK_TAI read in the kernel at entry and exit, less the TAI offset),
+what was asked (`asked=` time or offset, `modes=`, `rtc=`); PROCTITLE.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import click
+from audtrace.compat import tables
+from audtrace.compat.record import Event, Record, enc_int, enc_str
+from audtrace.tracer import audit_records, options
+from audtrace.tracer.audit_netlink import AuditRule, machine_arches
+from audtrace.tracer.events import Clock, SyscallEvent, decode_syscall
+from audtrace.tracer.probes import ProgramSpec
+
+SYSCALLS = ("clock_settime", "settimeofday", "adjtimex", "clock_adjtime", "ioctl")
+RTC_SET_TIME = 0x4024700A
+ASKED_TIME, ASKED_OFFSET = 1, 2
+NS = 1_000_000_000
+
+
+@dataclass
+class ClockDetail:
+    before_ns: int          # wall time at entry
+    after_ns: int           # wall time at exit
+    asked: int
+    asked_ns: int           # the time or offset asked, in ns
+    modes: int
+    rtc: tuple[int, ...] | None
+
+
+def tai_offset_ns() -> int:
+    """CLOCK_TAI - CLOCK_REALTIME: whole seconds (37 with leap seconds set, else 0)."""
+    diff = time.clock_gettime_ns(time.CLOCK_TAI) - time.clock_gettime_ns(time.CLOCK_REALTIME)
+    return round(diff / NS) * NS
+
+
+def program() -> ProgramSpec:
+    return ProgramSpec("clock.c", SYSCALLS, {"FILTER_PID": 0, "FILTER_UID": 0,
+                                             "FILTER_COMM": 0})
+
+
+def decode(raw, arch: int, clock: Clock) -> SyscallEvent:
+    ev = decode_syscall(raw, arch, clock)
+    x = raw.extra
+    off = tai_offset_ns()
+    ev.detail = ClockDetail(before_ns=int(x.tai_before) - off, after_ns=int(x.tai_after) - off,
+                            asked=int(x.asked), asked_ns=int(x.sec) * NS + int(x.nsec),
+                            modes=int(x.modes),
+                            rtc=tuple(int(v) for v in x.rtc) if x.has_rtc else None)
+    return ev
+
+
+def fmt_ns(ns: int) -> str:
+    sec, nsec = divmod(ns, NS)
+    return f"{sec}.{nsec:09d}"
+
+
+def injected_ns(ev: SyscallEvent) -> int | None:
+    """What the kernel's TIME_INJOFFSET would say, or None when it writes none."""
+    d: ClockDetail = ev.detail
+    if ev.ret != 0 or not d.asked:
+        return None
+    delta = d.asked_ns - d.before_ns if d.asked == ASKED_TIME else d.asked_ns
+    return delta or None
+
+
+def rtc_text(rtc: tuple[int, ...]) -> str:
+    sec, mnt, hour, mday, mon, year = rtc[:6]
+    return f"{year + 1900:04d}-{mon + 1:02d}-{mday:02d}T{hour:02d}:{mnt:02d}:{sec:02d}"
+
+
+def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
+    d: ClockDetail = ev.detail
+    records = [audit_records.syscall_record(ev, keys)]
+    inj = injected_ns(ev)
+    if inj is not None:
+        sec, nsec = divmod(inj, NS)
+        records.append(Record("TIME_INJOFFSET", [("sec", enc_int(sec)), ("nsec", enc_int(nsec)),
+                                                 audit_records.SRC]))
+    fields = [("op", enc_str("clock")), ("old", fmt_ns(d.before_ns)),
+              ("new", fmt_ns(d.after_ns))]
+    if d.asked == ASKED_TIME:
+        fields.append(("asked", fmt_ns(d.asked_ns)))
+    elif d.asked == ASKED_OFFSET:
+        fields.append(("offset", fmt_ns(d.asked_ns)))
+    if d.modes:
+        fields.append(("modes", f"0x{d.modes:x}"))
+    if d.rtc is not None:
+        fields.append(("rtc", enc_str(rtc_text(d.rtc))))
+    records.append(Record("KERNEL_OTHER", [*fields, audit_records.SRC]))
+    records.append(audit_records.proctitle_record(ev.who))
+    return audit_records.event_of(ev, records, serial)
+
+
+def audit_rules(keys: list[str], arch: str = "b64") -> list[AuditRule]:
+    """The classic time-change watch: `-S clock_settime -S settimeofday -S adjtimex
+    -S clock_adjtime` plus `-S ioctl -F a1=0x4024700a`. Audit cannot tell an adjtimex read
+    from a change (the modes are in memory): its side reports both."""
+    b64, b32 = machine_arches()
+    arch_const = {"b64": b64, "b32": b32}[arch]
+    nrs = [n for n in (tables.syscall_number(arch_const, s) for s in SYSCALLS[:-1])
+           if n is not None]
+    tail = [("key", "=", k) for k in keys]
+    rules = [AuditRule(syscalls=nrs, fields=[("arch", "=", arch), *tail])]
+    ioctl = tables.syscall_number(arch_const, "ioctl")
+    if ioctl is not None:
+        rules.append(AuditRule(syscalls=[ioctl],
+                               fields=[("arch", "=", arch), ("a1", "=", RTC_SET_TIME), *tail]))
+    return rules
+
+
+def subcommand(keys: list[str]):
+    from audtrace.tracer.session import Subcommand
+
+    return Subcommand(name="clock", program=program(), decode=decode, to_audit=to_audit,
+                      audit_rules=audit_rules(keys))
+
+
+@click.command()
+@options.common_options
+def command(**common) -> None:
+    """Who changed the time: settime calls, modifying adjtimex, RTC_SET_TIME."""
+    options.run(subcommand(list(common["keys"])), common)

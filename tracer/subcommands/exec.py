@@ -1,0 +1,140 @@
+"""`audtrace exec`: who executes what, with argv as audit's EXECVE record.
+
+execve and execveat through bpf/exec.c: SYSCALL, EXECVE (argc, a0.., the kernel's
+splitting of long arguments), CWD, PATH (the executable: name as given, inode of the file
+now mapped), PROCTITLE. `--privileged` keeps executions that end with uid != euid and
+euid 0, the rule `-C uid!=euid -F euid=0` of the classic escalation watch.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import click
+from audtrace.compat import tables
+from audtrace.compat.record import Event, enc_str
+from audtrace.tracer import audit_records, options
+from audtrace.tracer.audit_netlink import AuditRule, machine_arches
+from audtrace.tracer.events import (
+    Clock,
+    FileInfo,
+    SyscallEvent,
+    decode_syscall,
+    file_of,
+    path_of,
+    raw_bytes,
+)
+from audtrace.tracer.probes import ProgramSpec
+
+SYSCALLS = ("execve", "execveat")
+ARGV_MAX = 32768 - 1                # bpf/exec.c: bytes of argv kept
+AUDIT_COMPARE_UID_TO_EUID = 11      # linux/audit.h, for `-C uid!=euid`
+
+
+@dataclass
+class ExecRequest:
+    privileged: bool = False
+    pids: list[int] = field(default_factory=list)
+    comms: list[str] = field(default_factory=list)
+    uids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ExecDetail:
+    filename: bytes
+    cwd: bytes
+    file: FileInfo | None
+    argv: list[bytes]
+    argc: int
+    argv_truncated: bool
+
+
+def program(req: ExecRequest) -> ProgramSpec:
+    filters: dict[str, list[int | bytes]] = {
+        "filter_pid": list(req.pids), "filter_uid": list(req.uids),
+        "filter_comm": [c.encode() for c in req.comms],
+    }
+    defines: dict[str, int | str] = {"PRIVILEGED": int(req.privileged),
+                                     "MAX_CPUS": max(os.cpu_count() or 1, 1)}
+    for name, keys in filters.items():
+        defines[name.upper()] = int(bool(keys))
+    return ProgramSpec("exec.c", SYSCALLS, defines, {k: v for k, v in filters.items() if v},
+                       event_struct_map="exec_out")
+
+
+def split_argv(raw: bytes, argc: int) -> tuple[list[bytes], bool]:
+    """The NUL-separated argument area -> arguments; truncated when fewer than argc survive
+    or the last one was cut."""
+    complete = raw.endswith(b"\0")
+    args = raw.split(b"\0")
+    if complete:
+        args = args[:-1]
+    return args, (not complete) or len(args) < argc
+
+
+def decode(raw, arch: int, clock: Clock) -> SyscallEvent:
+    ev = decode_syscall(raw.ev, arch, clock)
+    area = raw_bytes(raw, "argv")[: int(raw.argv_len)]   # NULs included
+    argv, cut = split_argv(area, int(raw.argc)) if ev.ret == 0 else ([], False)
+    ev.detail = ExecDetail(
+        filename=bytes(raw.ev.extra.filename).split(b"\0", 1)[0], cwd=path_of(raw.cwd),
+        file=file_of(raw.file), argv=argv, argc=int(raw.argc),
+        argv_truncated=cut or int(raw.argv_full) > int(raw.argv_len))
+    return ev
+
+
+def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
+    d: ExecDetail = ev.detail
+    records = [audit_records.syscall_record(ev, keys, items=1)]
+    if ev.ret == 0:
+        execve = audit_records.execve_records(d.argv, d.argc)
+        if d.argv_truncated:
+            # past what the kernel side keeps: said, never silently shortened
+            execve[-1].fields.insert(-1, ("argv_truncated", enc_str("yes")))
+        records += execve
+    records.append(audit_records.cwd_record(d.cwd))
+    # a failed exec has no file to read the inode from; the name was looked up unless
+    # the kernel found nothing there (ENOENT, ENOTDIR), which audit marks UNKNOWN
+    missing = ev.ret in (-2, -20)
+    records.append(audit_records.path_record(0, d.filename, d.file,
+                                             "UNKNOWN" if missing else "NORMAL"))
+    records.append(audit_records.proctitle_record(ev.who))
+    return audit_records.event_of(ev, records, serial)
+
+
+
+def audit_rules(req: ExecRequest, keys: list[str], arch: str = "b64") -> list[AuditRule]:
+    """`-a always,exit -F arch=b64 -S execve -S execveat [-C uid!=euid -F euid=0] -k KEY`."""
+    b64, b32 = machine_arches()
+    arch_const = {"b64": b64, "b32": b32}[arch]
+    nrs = [n for n in (tables.syscall_number(arch_const, s) for s in SYSCALLS) if n is not None]
+    fields: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
+    if req.privileged:
+        fields += [("field_compare", "!=", AUDIT_COMPARE_UID_TO_EUID), ("euid", "=", 0)]
+    fields += [("pid", "=", p) for p in req.pids[:1]]
+    fields += [("uid", "=", u) for u in req.uids[:1]]
+    fields += [("key", "=", k) for k in keys]
+    return [AuditRule(syscalls=nrs, fields=fields)]
+
+
+def subcommand(req: ExecRequest, keys: list[str]):
+    from audtrace.tracer.session import Subcommand
+
+    return Subcommand(name="exec", program=program(req), decode=decode, to_audit=to_audit,
+                      audit_rules=audit_rules(req, keys))
+
+
+@click.command()
+@click.option("--privileged", is_flag=True,
+              help="Only executions that end with uid != euid and euid 0 (setuid root).")
+@click.option("--pid", "pids", multiple=True, callback=options.ints("pid", 1, 4194304),
+              help="Only this caller (tgid).")
+@click.option("--comm", "comms", multiple=True, help="Only callers with this comm.")
+@click.option("--uid", "uids", multiple=True, callback=options.ints("uid", 0, 4294967294),
+              help="Only callers with this real uid.")
+@options.common_options
+def command(privileged, pids, comms, uids, **common) -> None:
+    """Program executions (execve, execveat) with argv, as audit's EXECVE record."""
+    req = ExecRequest(privileged=privileged, pids=pids, comms=options.strs(comms), uids=uids)
+    options.run(subcommand(req, list(common["keys"])), common)

@@ -1,0 +1,153 @@
+"""`audtrace exit`: how processes end.
+
+exit and exit_group as the kernel's audit writes them (bpf/exit.c): one SYSCALL record
+at task exit, with no success=/exit= fields (the call never returns), then PROCTITLE.
+A process killed by a signal made no exit call; it becomes an ANOM_ABEND record, the type
+the kernel gives a core dump (`sig=`, `res=1`), with `core=`, the raw `status=` and, when
+seen, the sender (`by_pid=`, `by_comm=`). Beside `audtrace kill`, the two meet on the
+victim's pid and the signal: the kill event's OBJ_PID `opid=` and `a1=`, this record's
+`pid=` and `sig=`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import click
+from audtrace.compat import tables
+from audtrace.compat.record import Event, Record, enc_int, enc_str
+from audtrace.tracer import audit_records, options
+from audtrace.tracer.audit_netlink import AuditRule, machine_arches
+from audtrace.tracer.events import Clock, SyscallEvent, decode_syscall
+from audtrace.tracer.probes import ProgramSpec
+
+SYSCALLS = ("exit", "exit_group")
+EV_TASK_EXIT = 3        # bpf/exit.c
+
+
+@dataclass
+class ExitRequest:
+    exe: str | None = None
+    code: int | None = None
+    comms: list[str] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ExitDetail:
+    status: int             # task->exit_code
+    killer_pid: int = 0
+    killer_comm: bytes = b""
+
+    @property
+    def signal(self) -> int:
+        return self.status & 0x7F
+
+    @property
+    def core(self) -> bool:
+        return bool(self.status & 0x80)
+
+
+def kernel_dev(st_dev: int) -> int:
+    """A user-space st_dev as the kernel's dev_t (MKDEV: major << 20 | minor)."""
+    return os.major(st_dev) << 20 | os.minor(st_dev)
+
+
+def program(req: ExitRequest) -> ProgramSpec:
+    filters: dict[str, list[int | bytes]] = {
+        "filter_pid": list(req.pids), "filter_comm": [c.encode() for c in req.comms]}
+    defines: dict[str, int | str] = {"FILTER_UID": 0, "FILTER_CODE": int(req.code is not None),
+                                     "EXIT_CODE": req.code or 0, "FILTER_EXE": 0,
+                                     "EXE_INO": 0, "EXE_DEV": 0}
+    if req.exe is not None:
+        st = os.stat(req.exe)
+        defines.update(FILTER_EXE=1, EXE_INO=f"{st.st_ino}ULL", EXE_DEV=kernel_dev(st.st_dev))
+    for name, keys in filters.items():
+        defines[name.upper()] = int(bool(keys))
+    return ProgramSpec("exit.c", SYSCALLS, defines, {k: v for k, v in filters.items() if v})
+
+
+def decode(raw, arch: int, clock: Clock) -> SyscallEvent:
+    ev = decode_syscall(raw, arch, clock)
+    x = raw.extra
+    if raw.kind == EV_TASK_EXIT:
+        ev.nr = -1
+    ev.detail = ExitDetail(status=int(x.exit_code), killer_pid=int(x.killer_pid),
+                           killer_comm=bytes(x.killer_comm).split(b"\0", 1)[0])
+    return ev
+
+
+def exit_syscall_record(ev: SyscallEvent, keys: list[str]) -> Record:
+    """SYSCALL as audit writes it for a call that never returned."""
+    rec = audit_records.syscall_record(ev, keys)
+    rec.fields = [(k, v) for k, v in rec.fields if k not in ("success", "exit")]
+    return rec
+
+
+def abend_record(ev: SyscallEvent, keys: list[str]) -> Record:
+    """A death by signal, in the field order of the kernel's core-dump ANOM_ABEND."""
+    who, d = ev.who, ev.detail
+    fields = [("auid", enc_int(who.auid)), ("uid", enc_int(who.uid)), ("gid", enc_int(who.gid)),
+              ("ses", enc_int(who.ses)), ("pid", enc_int(who.pid)), ("comm", enc_str(who.comm)),
+              ("exe", enc_str(who.exe) if who.exe else "(null)"),
+              ("sig", enc_int(d.signal)), ("res", "1"),
+              ("core", enc_str("yes" if d.core else "no")), ("status", enc_int(d.status))]
+    if d.killer_pid:
+        fields += [("by_pid", enc_int(d.killer_pid)), ("by_comm", enc_str(d.killer_comm))]
+    fields += [("key", audit_records.enc_key(keys)), audit_records.SRC]
+    return Record("ANOM_ABEND", fields)
+
+
+def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
+    if ev.nr == -1:
+        return audit_records.event_of(ev, [abend_record(ev, keys)], serial)
+    records = [exit_syscall_record(ev, keys), audit_records.proctitle_record(ev.who)]
+    return audit_records.event_of(ev, records, serial)
+
+
+def audit_rules(req: ExitRequest, keys: list[str], arch: str = "b64") -> list[AuditRule]:
+    """`-a always,exit -F arch=b64 -S exit -S exit_group [-F a0=N] [-F exe=PATH] -k KEY`.
+    Audit has no rule for deaths by signal (its ANOM_ABEND covers core dumps only)."""
+    b64, b32 = machine_arches()
+    arch_const = {"b64": b64, "b32": b32}[arch]
+    nrs = [n for n in (tables.syscall_number(arch_const, s) for s in SYSCALLS) if n is not None]
+    fields: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
+    if req.code is not None:
+        fields.append(("a0", "=", req.code))
+    if req.exe is not None:
+        fields.append(("exe", "=", req.exe))
+    fields += [("pid", "=", p) for p in req.pids[:1]]
+    fields += [("key", "=", k) for k in keys]
+    return [AuditRule(syscalls=nrs, fields=fields)]
+
+
+def subcommand(req: ExitRequest, keys: list[str]):
+    from audtrace.tracer.session import Subcommand
+
+    return Subcommand(name="exit", program=program(req), decode=decode, to_audit=to_audit,
+                      audit_rules=audit_rules(req, keys), relay_types=("ANOM_ABEND",),
+                      mechanism="eBPF tracepoints (sys_enter, sched_process_exit)")
+
+
+def _exe(_ctx, _param, value: str | None) -> str | None:
+    if value is not None and not os.path.exists(value):
+        raise click.BadParameter(f"{value!r} does not exist")
+    return value
+
+
+@click.command()
+@click.option("--exe", callback=_exe, metavar="PATH",
+              help="Only processes running this executable (by inode, as audit's -F exe).")
+@click.option("--code", type=click.IntRange(-(1 << 31), (1 << 31) - 1), metavar="N",
+              help="Only exit/exit_group calls with this code (a0); leaves out signal deaths.")
+@click.option("--comm", "comms", multiple=True, help="Only processes with this comm.")
+@click.option("--pid", "pids", multiple=True, callback=options.ints("pid", 1, 4194304),
+              help="Only this process (tgid).")
+@options.common_options
+def command(exe, code, comms, pids, **common) -> None:
+    """How processes end: exit/exit_group with the code, or the signal that killed them."""
+    req = ExitRequest(exe=exe, code=code, comms=options.strs(comms), pids=pids)
+    options.run(subcommand(req, list(common["keys"])), common)
+
+

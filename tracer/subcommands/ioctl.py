@@ -1,0 +1,112 @@
+"""`audtrace ioctl`: who does which ioctl on which file.
+
+bpf/ioctl.c: SYSCALL (a1 is the request), PATH (the file behind the fd, resolved in the
+kernel: path, inode, dev, mode, owner, rdev), PROCTITLE. Kernel audit writes no PATH for an
+ioctl (no name is looked up): the eBPF event says more. `--request` filters on a1 in the
+kernel and in the audit rule alike; `--path` on the file's inode and device (eBPF only:
+audit has no inode to compare for an fd).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import click
+from audtrace.compat import ioctls, tables
+from audtrace.compat.record import Event
+from audtrace.tracer import audit_records, options
+from audtrace.tracer.audit_netlink import AuditRule, machine_arches
+from audtrace.tracer.events import Clock, FileInfo, SyscallEvent, decode_syscall, file_of
+from audtrace.tracer.probes import ProgramSpec
+from audtrace.tracer.subcommands.exit import kernel_dev
+
+
+@dataclass
+class IoctlRequest:
+    requests: list[int] = field(default_factory=list)
+    paths: list[str] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+    comms: list[str] = field(default_factory=list)
+
+
+def file_key(path: str) -> bytes:
+    """struct file_key of bpf/ioctl.c: u64 inode, u32 kernel dev_t, u32 pad."""
+    st = os.stat(path)
+    return (st.st_ino.to_bytes(8, "little") + kernel_dev(st.st_dev).to_bytes(4, "little")
+            + b"\0" * 4)
+
+
+def program(req: IoctlRequest) -> ProgramSpec:
+    filters: dict[str, list[int | bytes]] = {
+        "filter_pid": list(req.pids), "filter_comm": [c.encode() for c in req.comms],
+        "filter_request": list(req.requests), "filter_file": [file_key(p) for p in req.paths],
+    }
+    defines: dict[str, int | str] = {"FILTER_UID": 0}
+    for name, keys in filters.items():
+        defines[name.upper()] = int(bool(keys))
+    return ProgramSpec("ioctl.c", ("ioctl",), defines, {k: v for k, v in filters.items() if v})
+
+
+def decode(raw, arch: int, clock: Clock) -> SyscallEvent:
+    ev = decode_syscall(raw, arch, clock)
+    ev.detail = file_of(raw.extra.file)
+    return ev
+
+
+def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
+    f: FileInfo | None = ev.detail
+    records = [audit_records.syscall_record(ev, keys, items=1 if f else 0)]
+    if f is not None:
+        records.append(audit_records.path_record(0, f.path, f))
+    records.append(audit_records.proctitle_record(ev.who))
+    return audit_records.event_of(ev, records, serial)
+
+
+def audit_rules(req: IoctlRequest, keys: list[str], arch: str = "b64") -> list[AuditRule]:
+    """`-a always,exit -F arch=b64 -S ioctl [-F a1=REQ] -k KEY`, one rule per request."""
+    b64, b32 = machine_arches()
+    nr = tables.syscall_number({"b64": b64, "b32": b32}[arch], "ioctl")
+    if nr is None:
+        return []
+    base: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
+    tail = [("key", "=", k) for k in keys]
+    return [AuditRule(syscalls=[nr], fields=[*base, *([("a1", "=", r)] if r is not None else []),
+                                             *tail])
+            for r in (req.requests or [None])]
+
+
+def subcommand(req: IoctlRequest, keys: list[str]):
+    from audtrace.tracer.session import Subcommand
+
+    return Subcommand(name="ioctl", program=program(req), decode=decode, to_audit=to_audit,
+                      audit_rules=audit_rules(req, keys))
+
+
+def _requests(_ctx, _param, values) -> list[int]:
+    try:
+        return [ioctls.parse(t) for t in options.strs(values)]
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _paths(_ctx, _param, values) -> list[str]:
+    for p in values:
+        if not os.path.exists(p):
+            raise click.BadParameter(f"{p!r} does not exist")
+    return list(values)
+
+
+@click.command()
+@click.option("--request", "requests", multiple=True, callback=_requests, metavar="NAME|NUMBER",
+              help="Only this request: RTC_SET_TIME, TCGETS, 0x4024700a (repeatable).")
+@click.option("--path", "paths", multiple=True, callback=_paths,
+              help="Only ioctls on this file (its inode and device; repeatable).")
+@click.option("--pid", "pids", multiple=True, callback=options.ints("pid", 1, 4194304),
+              help="Only this process (tgid).")
+@click.option("--comm", "comms", multiple=True, help="Only this comm.")
+@options.common_options
+def command(requests, paths, pids, comms, **common) -> None:
+    """ioctl calls: the request decoded and the file behind the descriptor."""
+    req = IoctlRequest(requests=requests, paths=paths, pids=pids, comms=options.strs(comms))
+    options.run(subcommand(req, list(common["keys"])), common)

@@ -1,0 +1,113 @@
+"""`audtrace net`: connect and accept/accept4 with the address, success and failure.
+
+bpf/net.c: SYSCALL, SOCKADDR (connect: the address asked for, copied at entry; accept:
+the peer, read back from the caller's buffer at exit), PROCTITLE, as audit writes them.
+`--port`/`--addr` filter in the kernel; audit rules cannot (only `saddr_fam`), so with
+`--source audit|both` the kernel's side reports every connect/accept.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+import click
+from audtrace.compat import tables
+from audtrace.compat.record import Event
+from audtrace.tracer import audit_records, options
+from audtrace.tracer.audit_netlink import AuditRule, machine_arches
+from audtrace.tracer.events import Clock, SyscallEvent, decode_syscall, raw_bytes
+from audtrace.tracer.probes import ProgramSpec
+from audtrace.tracer.subcommands.bind import addr_key
+
+SYSCALLS = ("connect", "accept", "accept4")
+
+
+@dataclass
+class NetRequest:
+    ports: list[int] = field(default_factory=list)
+    addrs: list[str] = field(default_factory=list)
+    pids: list[int] = field(default_factory=list)
+    comms: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NetDetail:
+    saddr: bytes | None
+    addrlen: int
+    port: int
+
+
+def program(req: NetRequest) -> ProgramSpec:
+    filters: dict[str, list[int | bytes]] = {
+        "filter_pid": list(req.pids), "filter_comm": [c.encode() for c in req.comms],
+        "filter_port": list(req.ports), "filter_addr": [addr_key(a) for a in req.addrs],
+    }
+    defines: dict[str, int | str] = {"FILTER_UID": 0}
+    for name, keys in filters.items():
+        defines[name.upper()] = int(bool(keys))
+    return ProgramSpec("net.c", SYSCALLS, defines, {k: v for k, v in filters.items() if v})
+
+
+def decode(raw, arch: int, clock: Clock) -> SyscallEvent:
+    ev = decode_syscall(raw, arch, clock)
+    x = raw.extra
+    n = int(x.saddr_len)
+    ev.detail = NetDetail(saddr=raw_bytes(x, "saddr")[:n] if n else None,
+                          addrlen=int(x.addrlen), port=int(x.port))
+    return ev
+
+
+def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
+    d: NetDetail = ev.detail
+    records = [audit_records.syscall_record(ev, keys)]
+    if d.saddr is not None:
+        records.append(audit_records.sockaddr_record(d.saddr))
+    records.append(audit_records.proctitle_record(ev.who))
+    return audit_records.event_of(ev, records, serial)
+
+
+def audit_rules(req: NetRequest, keys: list[str], arch: str = "b64") -> list[AuditRule]:
+    """`-a always,exit -F arch=b64 -S connect -S accept -S accept4 [-F pid=P] -k KEY`."""
+    b64, b32 = machine_arches()
+    arch_const = {"b64": b64, "b32": b32}[arch]
+    nrs = [n for n in (tables.syscall_number(arch_const, s) for s in SYSCALLS) if n is not None]
+    fields: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
+    fams = {ipaddress.ip_address(a).version for a in req.addrs}
+    if len(fams) == 1:
+        fields.append(("saddr_fam", "=", 2 if fams == {4} else 10))
+    tail = [("key", "=", k) for k in keys]
+    return [AuditRule(syscalls=nrs, fields=[*fields, *([("pid", "=", p)] if p else []), *tail])
+            for p in (req.pids or [None])]
+
+
+def subcommand(req: NetRequest, keys: list[str]):
+    from audtrace.tracer.session import Subcommand
+
+    return Subcommand(name="net", program=program(req), decode=decode, to_audit=to_audit,
+                      audit_rules=audit_rules(req, keys))
+
+
+def _addrs(_ctx, _param, values) -> list[str]:
+    out = []
+    for text in options.strs(values):
+        try:
+            out.append(str(ipaddress.ip_address(text)))
+        except ValueError:
+            raise click.BadParameter(f"{text!r} is not an IPv4/IPv6 address") from None
+    return out
+
+
+@click.command()
+@click.option("--port", "ports", multiple=True, callback=options.ints("port", 0, 65535),
+              help="Only this port (connect: the remote one; accept: the peer's).")
+@click.option("--addr", "addrs", multiple=True, callback=_addrs,
+              help="Only this address (connect: remote; accept: the peer).")
+@click.option("--pid", "pids", multiple=True, callback=options.ints("pid", 1, 4194304),
+              help="Only this process (tgid).")
+@click.option("--comm", "comms", multiple=True, help="Only this comm.")
+@options.common_options
+def command(ports, addrs, pids, comms, **common) -> None:
+    """Outgoing connects and accepted connections, with the address, success and failure."""
+    req = NetRequest(ports=ports, addrs=addrs, pids=pids, comms=options.strs(comms))
+    options.run(subcommand(req, list(common["keys"])), common)
