@@ -27,8 +27,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from audtrace.compat import tables
-from audtrace.compat.record import AUDIT_ARCH_AARCH64, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64
+from audtrace.compat import rules, tables
 from pyroute2.netlink import NETLINK_AUDIT, NLM_F_ACK, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, nlmsg
 
 # --- message types (uapi linux/audit.h) ---------------------------------------------------
@@ -48,48 +47,31 @@ AUDIT_MAX_FIELDS = 64
 AUDIT_MAX_KEY_LEN = 256
 AUDIT_KEY_SEPARATOR = "\x01"  # several keys of one rule share one key field
 
-# filter lists (rule flags) and actions; names as auditctl spells them (lib/flagtab.h)
-FILTERS = {"user": 0, "task": 1, "exit": 4, "exclude": 5, "filesystem": 6}
+# filter lists, actions, operators and fields: the names auditctl gives the kernel's numbers
+# (compat/rules.py holds them, with the rule language)
+FILTERS = rules.LISTS
 _FILTER_NAMES = {v: k for k, v in FILTERS.items()}
 AUDIT_FILTER_MASK = 0x07  # libaudit: the list number inside rule flags
-ACTIONS = {"never": 0, "possible": 1, "always": 2}
+ACTIONS = rules.ACTIONS
 _ACTION_NAMES = {v: k for k, v in ACTIONS.items()}
 
 # operators (fieldflags)
 AUDIT_OPERATORS = 0x78000000
-OPERATORS = {
-    "=": 0x40000000, "!=": 0x30000000, ">": 0x20000000, ">=": 0x60000000,
-    "<": 0x10000000, "<=": 0x50000000, "&": 0x08000000, "&=": 0x48000000,
-}
+OPERATORS = rules.OPERATORS
 _OPERATOR_SYMBOLS = {v: k for k, v in OPERATORS.items()}
 
-# rule field numbers; names as auditctl spells them (lib/fieldtab.h), "loginuid" is an alias
-FIELDS = {
-    "pid": 0, "uid": 1, "euid": 2, "suid": 3, "fsuid": 4, "gid": 5, "egid": 6, "sgid": 7,
-    "fsgid": 8, "auid": 9, "pers": 10, "arch": 11, "msgtype": 12, "subj_user": 13,
-    "subj_role": 14, "subj_type": 15, "subj_sen": 16, "subj_clr": 17, "ppid": 18,
-    "obj_user": 19, "obj_role": 20, "obj_type": 21, "obj_lev_low": 22, "obj_lev_high": 23,
-    "sessionid": 25, "fstype": 26, "devmajor": 100, "devminor": 101, "inode": 102,
-    "exit": 103, "success": 104, "path": 105, "perm": 106, "dir": 107, "filetype": 108,
-    "obj_uid": 109, "obj_gid": 110, "field_compare": 111, "exe": 112, "saddr_fam": 113,
-    "a0": 200, "a1": 201, "a2": 202, "a3": 203, "key": 210,
-}
-_FIELD_ALIASES = {"loginuid": "auid"}
+FIELDS = rules.FIELDS
+_FIELD_ALIASES = rules.ALIASES
 _FIELD_NAMES = {v: k for k, v in FIELDS.items()}
 # fields whose value is a string in the rule's buf (the kernel's audit_data_to_entry)
-STRING_FIELDS = frozenset(
-    [13, 14, 15, 16, 17, 19, 20, 21, 22, 23, 105, 107, 112, 210]
-)
+STRING_FIELDS = frozenset(FIELDS[name] for name in rules.STRING_FIELDS)
 _UNSET_FIELDS = frozenset(["uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid",
                            "auid", "sessionid", "obj_uid", "obj_gid"])
-_PERM_BITS = (("r", 4), ("w", 2), ("x", 1), ("a", 8))  # AUDIT_PERM_READ/WRITE/EXEC/ATTR
+_PERM_BITS = rules.PERM_BITS
 
-AUDIT_ARCH_ARM = 0x40000028  # EM_ARM | __AUDIT_ARCH_LE
+AUDIT_ARCH_ARM = rules.AUDIT_ARCH_ARM
 # what "-F arch=b64" / "b32" mean on each machine (libaudit's audit_determine_machine)
-_ARCH_BITS = {
-    AUDIT_ARCH_X86_64: (AUDIT_ARCH_X86_64, AUDIT_ARCH_I386),
-    AUDIT_ARCH_AARCH64: (AUDIT_ARCH_AARCH64, AUDIT_ARCH_ARM),
-}
+_ARCH_BITS = rules.ARCH_PAIRS
 
 class AuditError(OSError):
     """A request the kernel refused: `errno` is the kernel's error, str() one line."""
@@ -279,7 +261,7 @@ class AuditRule:
         return AUDIT_KEY_SEPARATOR.join(keys) if keys else None
 
     def _takes_syscalls(self) -> bool:
-        return self.list == "exit"
+        return self.list in ("exit", "io_uring")
 
     def to_rule_data(self) -> audit_rule_msg:
         msg = audit_rule_msg()
@@ -332,55 +314,16 @@ class AuditRule:
 
     def __str__(self) -> str:
         """The rule as `auditctl -l` prints it (audit-userspace src/auditctl-listing.c)."""
-        out = [f"-a {self.action},{self.list}"]
-        arch = self.arch
-        for name, op, value in self.fields:
-            if name == "arch":
-                out.append(f" -F arch{op}{_arch_text(int(value))}")
-        if self._takes_syscalls():
-            out.append(_syscalls_text(self.syscalls, arch))
-        for name, op, value in self.fields:
-            if name != "arch":
-                out.append(_field_text(name, op, value))
-        return "".join(out)
+        return rules.format_rule(self.list, self.action, self.syscalls, self.fields)
 
+    @classmethod
+    def from_rule(cls, rule: rules.Rule) -> AuditRule:
+        """The kernel form of a parsed auditctl rule (compat/rules.py)."""
+        return cls(list=rule.list, action=rule.action, syscalls=list(rule.syscalls),
+                   fields=list(rule.fields))
 
-def _signed(value: int) -> int:
-    return struct.unpack("i", struct.pack("I", int(value) & 0xFFFFFFFF))[0]
-
-
-def _arch_text(value: int) -> str:
-    known = {a for pair in _ARCH_BITS.values() for a in pair}
-    if value not in known:
-        return f"0x{value:X}"
-    return "b64" if value & 0x80000000 else "b32"
-
-
-def _syscalls_text(syscalls: list[int], arch: int | None) -> str:
-    if not syscalls:
-        return " -S all"
-    if arch is None:
-        arch = tables.host_arch()  # auditctl names syscalls for the running machine
-    return " -S " + ",".join(tables.syscall_name(arch, nr) or str(nr) for nr in syscalls)
-
-
-def _field_text(name: str, op: str, value: int | str) -> str:
-    if name == "key":  # one "-F key=" per key of a multi-key field
-        return "".join(f" -F key={k}" for k in str(value).split(AUDIT_KEY_SEPARATOR) if k)
-    if name == "perm":
-        return " -F perm=" + "".join(ch for ch, bit in _PERM_BITS if int(value) & bit)
-    if isinstance(value, str):
-        return f" -F {name}{op}{value}"
-    if name in ("a0", "a1", "a2", "a3"):
-        return f" -F {name}{op}0x{int(value):X}"
-    if name == "inode":
-        return f" -F {name}{op}{int(value)}"
-    if name == "exit":
-        err = tables.errno_name(_signed(value), kernel=False) if _signed(value) < 0 else None
-        return f" -F exit{op}-{err}" if err else f" -F exit{op}{_signed(value)}"
-    if name == "msgtype" and int(value) in tables.msg_types():
-        return f" -F msgtype{op}{tables.msg_types()[int(value)]}"
-    return f" -F {name}{op}{_signed(value)}"  # auditctl's default: signed decimal
+    def to_rule(self) -> rules.Rule:
+        return rules.Rule(self.list, self.action, tuple(self.syscalls), tuple(self.fields))
 
 
 # --- control socket ------------------------------------------------------------------------
