@@ -1,0 +1,627 @@
+"""audtrace's cost, side by side with kernel audit: `sudo ./tests/bench/run [--short]`.
+
+Four parts (see README.md, "Performance"):
+  overhead    ns per syscall of a C loop (getppid: untraced; kill(self, 0): traced, filter
+              does not match; kill(self, SIGUSR2 ignored): traced, matches) under: nothing,
+              `audtrace kill --sig 15,12`, the same rules in kernel audit with a real auditd
+              logging to a file, `audtrace kill --sig 15,12 --source audit`; conditions
+              interleaved (Williams design) and compared within each round;
+  throughput  a SIGUSR2 storm at rising rates from several senders to a target that ignores
+              it, seen by audtrace (raw, json) and by auditd: highest rate kept with nothing
+              lost, what was lost above it (counted by each tool, and checked against what
+              the senders sent) and the CPU each used;
+  startup     seconds to `audtrace: tracing` and peak RSS per subcommand, and where the time
+              and memory of start-up go (import, BTF, compile, load);
+  latency     `audtrace latency`'s cost per traced call, when that subcommand exists.
+Prints tables of ratios, writes every raw number as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import harness
+import plan
+from audtrace.tracer.subcommands import SUBCOMMANDS, kill
+
+SIG_TRACED = "15,12"
+SIGUSR2 = 12
+CONDITIONS = ("none", "audtrace", "auditd", "audtrace-audit")
+MODES = ("getppid", "kill0", "killsig")
+TRACERS = ("audtrace-raw", "audtrace-json", "auditd")
+
+
+@dataclass(frozen=True)
+class Scale:
+    rounds: int
+    calls: int  # per block, untraced and unmatched modes
+    match_calls: int  # per block, matching mode (each call is an event)
+    reps: int  # blocks per measurement; the median is kept
+    rates: tuple[int, ...]  # storm rates, signals per second in total
+    senders: int
+    storm_seconds: float
+    startup_reps: int
+
+
+FULL = Scale(
+    rounds=4,
+    calls=500_000,
+    match_calls=20_000,
+    reps=5,
+    rates=(1_000, 2_000, 5_000, 10_000, 20_000, 40_000, 80_000),
+    senders=4,
+    storm_seconds=3.0,
+    startup_reps=3,
+)
+SHORT = Scale(
+    rounds=1,
+    calls=100_000,
+    match_calls=5_000,
+    reps=3,
+    rates=(5_000,),  # one storm: proves the part works; the full run climbs
+    senders=2,
+    storm_seconds=1.0,
+    startup_reps=1,
+)
+
+
+def log(msg: str) -> None:
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def rule_lines(signals: list[int], key: str) -> list[str]:
+    """audtrace's own declaration of the equivalent audit rules, as auditctl text."""
+    return [str(r) for r in kill.audit_rules(signals, [key])]
+
+
+# ---- 1. per-syscall overhead -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def condition(name: str, work: Path) -> Iterator[dict]:
+    """Set up one condition; yields a dict the condition fills with what it saw."""
+    seen: dict = {}
+    out = work / f"{name}.log"
+    out.unlink(missing_ok=True)
+    if name == "none":
+        yield seen
+    elif name in ("audtrace", "audtrace-audit"):
+        args = ["kill", "--sig", SIG_TRACED]
+        if name == "audtrace-audit":
+            args += ["--source", "audit"]
+        with harness.audtrace(args, out) as tr:
+            yield seen
+        seen["lost"] = tr.summary_lost()
+    elif name == "auditd":
+        with (
+            harness.auditd(work),
+            harness.audit_rules(rule_lines([15, 12], "bench"), backlog=harness.DEBIAN_BACKLOG),
+        ):
+            lost0 = harness.audit_status().get("lost", 0)
+            yield seen
+            seen["lost"] = harness.audit_status().get("lost", 0) - lost0
+    else:
+        raise ValueError(name)
+
+
+def time_calls(loop: Path, mode: str, n: int, reps: int) -> tuple[float, float]:
+    """(wall, CPU) ns per call, each the median of the blocks. CPU time is the cost of the
+    calls themselves; wall time adds waits, and other tasks' turns on a shared machine."""
+    out = subprocess.run(
+        [str(loop), "calls", mode, str(n), str(reps)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    ).stdout
+    blocks = [tuple(map(float, line.split())) for line in out.splitlines() if line.strip()]
+    return plan.median([b[0] for b in blocks]), plan.median([b[1] for b in blocks])
+
+
+def _summary(rounds: list[dict[str, float]], conds: tuple[str, ...]) -> dict:
+    r, a = plan.ratios(rounds, "none"), plan.added(rounds, "none")
+    return {
+        c: {
+            "ns": plan.summarize([x[c] for x in rounds]).as_dict(),
+            "ratio": plan.summarize(r[c]).as_dict(),
+            "added_ns": plan.summarize(a[c]).as_dict(),
+        }
+        for c in conds
+    }
+
+
+def overhead(loop: Path, work: Path, scale: Scale) -> dict:
+    cpu: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
+    wall: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
+    lost: list[dict] = []
+    for i, order in enumerate(plan.schedule(CONDITIONS, scale.rounds)):
+        log(f"overhead round {i + 1}/{scale.rounds}: {' '.join(order)}")
+        per_cpu: dict[str, dict[str, float]] = {m: {} for m in MODES}
+        per_wall: dict[str, dict[str, float]] = {m: {} for m in MODES}
+        for cond in order:
+            with condition(cond, work) as seen:
+                for mode in MODES:
+                    n = scale.match_calls if mode == "killsig" else scale.calls
+                    per_wall[mode][cond], per_cpu[mode][cond] = time_calls(
+                        loop, mode, n, scale.reps
+                    )
+            lost.append({"round": i, "condition": cond, "lost": seen.get("lost")})
+            harness.settle()
+        for m in MODES:
+            cpu[m].append(per_cpu[m])
+            wall[m].append(per_wall[m])
+    share = {m: plan.overhead_share(cpu[m], "none", "audtrace", "auditd") for m in MODES}
+    return {
+        "conditions": list(CONDITIONS),
+        "modes": list(MODES),
+        "schedule": plan.schedule(CONDITIONS, scale.rounds),
+        "rounds": cpu,
+        "rounds_wall": wall,
+        "summary": {m: _summary(cpu[m], CONDITIONS) for m in MODES},
+        "summary_wall": {m: _summary(wall[m], CONDITIONS) for m in MODES},
+        "losses": lost,
+        "audtrace_share_of_auditd_added": {
+            m: plan.summarize(v).as_dict() if v else None for m, v in share.items()
+        },
+        "rules": rule_lines([15, 12], "bench"),
+    }
+
+
+# ---- 2. event throughput ---------------------------------------------------------------------
+
+
+def count_records(path: Path, pids: set[int], fmt: str) -> tuple[int, int]:
+    """(events of these sender pids, total of DAEMON_ERR lost-events records) in a log."""
+    n = lost = 0
+    if not path.exists():
+        return 0, 0
+    pid_re = re.compile(r" pid=(\d+) ")
+    with path.open("rb") as f:
+        for raw in f:
+            line = raw.decode(errors="replace")
+            if fmt == "json":
+                ev = json.loads(line)
+                if "SYSCALL" in ev and ev["SYSCALL"].get("pid") in pids:
+                    n += 1
+                if "DAEMON_ERR" in ev and ev["DAEMON_ERR"].get("op") == "lost-events":
+                    lost += int(ev["DAEMON_ERR"].get("lost", 0))
+            elif line.startswith("type=SYSCALL"):
+                m = pid_re.search(line)
+                if m and int(m.group(1)) in pids:
+                    n += 1
+            elif line.startswith("type=DAEMON_ERR") and "lost-events" in line:
+                m = re.search(r" lost=(\d+)", line)
+                lost += int(m.group(1)) if m else 0
+    return n, lost
+
+
+def storm(loop: Path, rate: int, scale: Scale) -> tuple[list[subprocess.Popen], Callable]:
+    """Start the target and the senders; returns them and a function that waits for the
+    senders and gives (sent, seconds, sender CPU seconds, sender pids)."""
+    target = subprocess.Popen([str(loop), "target"], stdout=subprocess.PIPE, text=True)
+    assert target.stdout is not None
+    target.stdout.readline()  # "ready": SIGUSR2 is ignored from here on
+    senders = [
+        subprocess.Popen(
+            [
+                str(loop),
+                "storm",
+                str(target.pid),
+                str(SIGUSR2),
+                str(rate / scale.senders),
+                str(scale.storm_seconds),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(scale.senders)
+    ]
+
+    def finish() -> tuple[int, float, float, set[int]]:
+        sent, seconds, cpu = 0, 0.0, 0.0
+        for s in senders:
+            out, _ = s.communicate(timeout=scale.storm_seconds * 20 + 60)
+            f = out.split()
+            sent += int(f[1]) - int(f[3])  # successful kills
+            seconds = max(seconds, float(f[5]))
+            cpu += float(f[7]) + float(f[9])
+        target.kill()
+        target.wait()
+        return sent, seconds, cpu, {s.pid for s in senders}
+
+    return senders, finish
+
+
+def wait_quiet(path: Path, quiet: float = 1.0, limit: float = 60) -> None:
+    """Until the log has stopped growing for `quiet` seconds (the writer has drained)."""
+    end, last, since = time.monotonic() + limit, -1, time.monotonic()
+    while time.monotonic() < end:
+        size = path.stat().st_size if path.exists() else 0
+        if size != last:
+            last, since = size, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return
+        time.sleep(0.1)
+
+
+def throughput_step(tracer: str, rate: int, loop: Path, work: Path, scale: Scale) -> dict:
+    out = work / f"storm-{tracer}-{rate}.log"
+    out.unlink(missing_ok=True)
+    key = f"bench-storm-{os.getpid()}"
+    if tracer.startswith("audtrace"):
+        fmt = tracer.split("-")[1]
+        with harness.audtrace(["kill", "--sig", str(SIGUSR2), "--format", fmt], out) as tr:
+            _, finish = storm(loop, rate, scale)
+            sent, seconds, sender_cpu, pids = finish()
+            wait_quiet(out)  # written out: the CPU from here on is the shutdown's
+            busy = harness.cpu_seconds(tr.proc.pid) - tr.cpu_at_ready
+        recorded, lost_records = count_records(out, pids, fmt)
+        reported = tr.summary_lost()
+        cpu = {"tracer": busy, "tracer_with_shutdown": tr.cpu_total - tr.cpu_at_ready}
+        reported_lost = max(reported or 0, lost_records)
+    else:
+        with (
+            harness.auditd(work) as d,
+            harness.audit_rules(rule_lines([SIGUSR2], key), backlog=harness.DEBIAN_BACKLOG),
+        ):
+            kaudit = harness.kthread_pid("kauditd")
+            k0 = harness.cpu_seconds(kaudit) if kaudit else 0.0
+            d0, lost0 = d.cpu(), harness.audit_status().get("lost", 0)
+            _, finish = storm(loop, rate, scale)
+            sent, seconds, sender_cpu, pids = finish()
+            wait_quiet(d.log)
+            reported_lost = harness.audit_status().get("lost", 0) - lost0
+            cpu = {
+                "tracer": d.cpu() - d0,
+                "kauditd": (harness.cpu_seconds(kaudit) - k0) if kaudit else None,
+            }
+            log_path = d.log
+        recorded, _ = count_records(log_path, pids, "raw")
+        lost_records = 0
+    step = plan.Step(
+        rate=rate, sent=sent, seconds=seconds, recorded=recorded, reported_lost=reported_lost
+    )
+    return {
+        **asdict(step),
+        "achieved": step.achieved,
+        "missing": step.missing,
+        "kept_up": step.kept_up(),
+        "cpu_seconds": cpu,
+        "sender_cpu_seconds": sender_cpu,
+        "sender_ns_per_signal": sender_cpu * 1e9 / sent if sent else None,
+    }
+
+
+def throughput(loop: Path, work: Path, scale: Scale) -> dict:
+    steps: dict[str, list[dict]] = {t: [] for t in TRACERS}
+    failed: dict[str, int] = dict.fromkeys(TRACERS, 0)
+    for i, rate in enumerate(scale.rates):
+        order = plan.schedule(TRACERS, len(scale.rates))[i]
+        for tracer in order:
+            if failed[tracer] >= 2:  # two failed rates show the trend; spare the machine
+                continue
+            log(f"storm {rate}/s, {tracer}")
+            step = throughput_step(tracer, rate, loop, work, scale)
+            steps[tracer].append(step)
+            failed[tracer] += 0 if step["kept_up"] else 1
+            harness.settle()
+    summary = {}
+    for t in TRACERS:
+        best, above = plan.no_loss_rate(
+            [
+                plan.Step(s["rate"], s["sent"], s["seconds"], s["recorded"], s["reported_lost"])
+                for s in steps[t]
+            ]
+        )
+        summary[t] = {
+            "no_loss_rate": best,
+            "above": [
+                {
+                    "rate": s.rate,
+                    "achieved": s.achieved,
+                    "missing": s.missing,
+                    "reported_lost": s.reported_lost,
+                }
+                for s in above
+            ],
+        }
+    return {
+        "tracers": list(TRACERS),
+        "senders": scale.senders,
+        "seconds_per_step": scale.storm_seconds,
+        "steps": steps,
+        "summary": summary,
+    }
+
+
+# ---- 3. start-up and memory ------------------------------------------------------------------
+
+# what a subcommand needs on its command line to start at all (the rest start bare)
+STARTUP_ARGS = {
+    "rules": ["-a", "always,exit", "-F", "arch=b64", "-S", "kill", "-F", "a1=15", "-k", "bench"],
+    "trace": ["--", "sleep", "30"],
+    "compare": ["kill"],
+    "latency": ["--syscall", "getppid"],
+    "watch": ["/tmp"],
+}
+
+
+def startup(_loop: Path, work: Path, scale: Scale) -> dict:
+    runs: dict[str, list[dict]] = {}
+    # short mode: the spine only, to stay quick; the full run measures every subcommand
+    names = ("kill",) if scale.startup_reps == 1 else SUBCOMMANDS
+    cases = [(name, [name, *STARTUP_ARGS.get(name, [])]) for name in names]
+    cases.append(("kill --source audit", ["kill", "--source", "audit"]))
+    for label, args in cases:
+        log(f"start-up: audtrace {' '.join(args)}")
+        for _ in range(scale.startup_reps):
+            out = work / "startup.log"
+            try:
+                with harness.audtrace(args, out) as tr:
+                    pass
+                runs.setdefault(label, []).append(
+                    {"startup_s": tr.startup, "peak_rss_mib": tr.peak_rss_mib}
+                )
+            except RuntimeError as e:
+                runs.setdefault(label, []).append({"error": str(e).splitlines()[-1]})
+                break
+    parts = json.loads(
+        subprocess.run(
+            [sys.executable, str(Path(__file__).with_name("startup_parts.py"))],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd="/",
+        ).stdout
+    )
+    return {"runs": runs, "kill_parts": parts}
+
+
+# ---- 4. latency subcommand -------------------------------------------------------------------
+
+SYSCOUNT = "/usr/sbin/syscount-bpfcc"
+LATENCY_CONDITIONS = ("none", "audtrace-latency", "syscount")
+
+
+@contextlib.contextmanager
+def latency_condition(name: str, work: Path) -> Iterator[None]:
+    if name == "none":
+        yield
+    elif name == "audtrace-latency":
+        with harness.audtrace(["latency", "--syscall", "getppid"], work / "latency.log"):
+            yield
+    else:  # bcc's own tool: per-syscall counts and latency, filtered to getppid in-kernel
+        with harness.tool([SYSCOUNT, "-L", "--syscall", "getppid"], "Tracing"):
+            yield
+
+
+def latency(loop: Path, work: Path, scale: Scale) -> dict:
+    """getppid timed by `audtrace latency --syscall getppid` and by bcc's syscount -L."""
+    if "latency" not in SUBCOMMANDS:
+        return {"skipped": "no `audtrace latency` subcommand in this tree"}
+    conds = LATENCY_CONDITIONS if Path(SYSCOUNT).exists() else LATENCY_CONDITIONS[:2]
+    rounds: list[dict[str, float]] = []
+    from audtrace.tracer import system
+
+    # syscount needs tracefs and, like audtrace, a header tree presented to BCC
+    with system.tracefs_mounted(log), system.header_tree_for_bcc(system.find_header_tree()):
+        for i, order in enumerate(plan.schedule(conds, scale.rounds)):
+            log(f"latency round {i + 1}/{scale.rounds}: {' '.join(order)}")
+            r = {}
+            for cond in order:
+                with latency_condition(cond, work):
+                    r[cond] = time_calls(loop, "getppid", scale.calls, scale.reps)[1]
+                harness.settle()
+            rounds.append(r)
+    ratio, add = plan.ratios(rounds, "none"), plan.added(rounds, "none")
+    return {
+        "conditions": list(conds),
+        "rounds": rounds,
+        "summary": {
+            c: {
+                "ns": plan.summarize([r[c] for r in rounds]).as_dict(),
+                "ratio": plan.summarize(ratio[c]).as_dict(),
+                "added_ns": plan.summarize(add[c]).as_dict(),
+            }
+            for c in conds
+        },
+        "note": "getppid, the traced call, timed by each tool",
+    }
+
+
+# ---- the report ------------------------------------------------------------------------------
+
+
+def report(res: dict) -> str:
+    parts = []
+    if "overhead" in res:
+        o = res["overhead"]["summary"]
+        rows = []
+        for c in CONDITIONS:
+            row: list[object] = [c]
+            for m in MODES:
+                row += [o[m][c]["ns"]["median"], o[m][c]["ratio"]["median"]]
+            rows.append(row)
+        head = ["condition"] + [h for m in MODES for h in (f"{m} ns", "ratio")]
+        parts.append(
+            "Per-syscall cost, CPU ns per call (median of rounds; ratio to `none` of the same "
+            "round)\n" + plan.table(head, rows)
+        )
+    if "throughput" in res:
+        t = res["throughput"]
+        rows = []
+        for name in TRACERS:
+            steps = t["steps"][name]
+            s = t["summary"][name]
+            cpu = [
+                st["cpu_seconds"]["tracer"] * 1e6 / st["recorded"] for st in steps if st["recorded"]
+            ]
+            above = s["above"][0] if s["above"] else None
+            rows.append(
+                [
+                    name,
+                    s["no_loss_rate"],
+                    f"{above['rate']}: sent at {above['achieved']:.0f}/s, missing "
+                    f"{above['missing']}, counted {above['reported_lost']}"
+                    if above
+                    else "none failed",
+                    plan.median(cpu) if cpu else None,
+                ]
+            )
+        parts.append(
+            "Signal storm (highest rate kept with nothing lost, first rate above it)\n"
+            + plan.table(["tracer", "no-loss /s", "above", "tracer CPU us/event"], rows)
+        )
+    if "startup" in res:
+        rows = []
+        for label, runs in res["startup"]["runs"].items():
+            ok = [r for r in runs if "error" not in r]
+            rows.append(
+                [
+                    label,
+                    plan.median([r["startup_s"] for r in ok]) if ok else None,
+                    max(r["peak_rss_mib"] for r in ok) if ok else None,
+                    runs[-1].get("error", ""),
+                ]
+            )
+        steps = res["startup"]["kill_parts"]["steps"]
+        parts.append(
+            "Start-up (seconds to `audtrace: tracing`, peak RSS MiB)\n"
+            + plan.table(["command", "seconds", "peak RSS", "error"], rows)
+            + "\n  kill start-up by step (s): "
+            + ", ".join(f"{k} {v:.3f}" for k, v in steps.items())
+        )
+    if "latency" in res:
+        lat = res["latency"]
+        if "summary" in lat:
+            rows = [
+                [
+                    c,
+                    lat["summary"][c]["ns"]["median"],
+                    lat["summary"][c]["ratio"]["median"],
+                    lat["summary"][c]["added_ns"]["median"],
+                ]
+                for c in lat["conditions"]
+            ]
+            parts.append(
+                "Latency subcommand: getppid timed (CPU ns per call)\n"
+                + plan.table(["condition", "getppid ns", "ratio", "added ns"], rows)
+            )
+        else:
+            parts.append("Latency subcommand: " + str(lat.get("skipped") or lat.get("error")))
+    if "targets" in res:
+        parts.append(
+            "Targets\n"
+            + plan.table(
+                ["target", "measured", "met"],
+                [[t["target"], t["measured"], t["met"]] for t in res["targets"]],
+            )
+        )
+    return "\n\n".join(parts)
+
+
+def targets(res: dict) -> list[dict]:
+    out = []
+
+    def add(target: str, value: float | None, ok: bool | None) -> None:
+        out.append({"target": target, "measured": value, "met": ok})
+
+    if "overhead" in res:
+        share = res["overhead"]["audtrace_share_of_auditd_added"]
+        g = share["getppid"]["median"] if share["getppid"] else None
+        add("getppid: audtrace adds <= 0.5 x audit's", g, None if g is None else g <= 0.5)
+        s = res["overhead"]["summary"]["kill0"]
+        a, b = s["audtrace"]["ratio"]["median"], s["auditd"]["ratio"]["median"]
+        add("kill(pid,0), unmatched: audtrace ratio < auditd's", a / b, a < b)
+        s = res["overhead"]["summary"]["killsig"]
+        a, b = s["audtrace"]["ratio"]["median"], s["auditd"]["ratio"]["median"]
+        add("kill, matched: audtrace ratio < auditd's", a / b, a < b)
+    if "throughput" in res:
+        sm = res["throughput"]["summary"]
+        theirs = sm["auditd"]["no_loss_rate"]
+        for fmt in ("raw", "json"):
+            ours = sm[f"audtrace-{fmt}"]["no_loss_rate"]
+            add(
+                f"no-loss rate, {fmt}: >= 2 x auditd's",
+                ours / theirs if theirs else None,
+                ours >= 2 * theirs if theirs else None,
+            )
+    if "startup" in res:
+        for label, runs in res["startup"]["runs"].items():
+            ok = [r for r in runs if "error" not in r]
+            if ok:
+                sec = plan.median([r["startup_s"] for r in ok])
+                rss = max(r["peak_rss_mib"] for r in ok)
+                add(f"{label}: start-up < 1.5 s", sec, sec < 1.5)
+                add(f"{label}: peak RSS < 120 MiB", rss, rss < 120)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="tests/bench/run", description=__doc__.splitlines()[0])
+    ap.add_argument("--short", action="store_true", help="one quick pass (CI): proves it works")
+    ap.add_argument("--json", default="audtrace-bench.json", help="raw numbers (JSON)")
+    ap.add_argument(
+        "--only",
+        action="append",
+        choices=("overhead", "throughput", "startup", "latency"),
+        help="run only these parts",
+    )
+    args = ap.parse_args(argv)
+    if os.geteuid() != 0:
+        ap.error("needs root (BPF, kernel audit, auditd)")
+    scale = SHORT if args.short else FULL
+    # SIGTERM/SIGHUP unwind like Ctrl-C, so every `finally` puts kernel audit back (SIGINT
+    # too: a shell starting us in the background would have left it ignored)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
+    parts = args.only or ["overhead", "throughput", "startup", "latency"]
+    res: dict = {
+        "meta": {
+            "kernel": platform.release(),
+            "cpus": os.cpu_count(),
+            "short": args.short,
+            "scale": asdict(scale),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "loadavg_before": os.getloadavg(),
+        }
+    }
+    t0 = time.monotonic()
+    steps = {"overhead": overhead, "throughput": throughput, "startup": startup, "latency": latency}
+    with tempfile.TemporaryDirectory(prefix="audtrace-bench.") as tmp:
+        work = Path(tmp)
+        loop = harness.build_loop(work)
+        for name in parts:
+            fn = steps[name]
+            try:
+                res[name] = fn(loop, work, scale)
+            except Exception as e:  # one broken part must not cost the others' numbers
+                log(f"{name} failed: {type(e).__name__}: {e}")
+                res.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"
+            # written after every part: a long run interrupted keeps what it measured
+            Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    res["targets"] = targets(res)
+    res["meta"]["seconds"] = time.monotonic() - t0
+    res["meta"]["loadavg_after"] = os.getloadavg()
+    Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+    print(report(res))
+    print(f"\nraw numbers: {args.json}")
+    return 1 if "errors" in res else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
