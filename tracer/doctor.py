@@ -137,7 +137,22 @@ def mechanisms(by_name: dict[str, Check]) -> dict[str, str]:
                 f" {offsets}",
         "kill --source audit": "kernel audit rules over netlink, multicast group readlog"
         + ("" if by_name["kernel audit"].ok else " (unavailable)"),
+        "latency --syscall": "tracepoints syscalls:sys_enter/exit_* (+ raw tracepoint"
+                             " sched_switch for exit/exit_group), histograms in BPF maps",
+        "latency --function": _function_latency(by_name["fentry"], by_name["kprobes"]),
+        "bind": "tracepoints syscalls:sys_enter/exit_bind, sockaddr read in the kernel;"
+                " conflicts by " + ("kprobes on the kernel's decision" if by_name["kprobes"].ok
+                                    else "sock_diag after the failure (no kprobes)"),
     }
+
+
+def _function_latency(fentry: Check, kprobes: Check) -> str:
+    """The order `latency --function` tries them in (tracer/subcommands/latency.py)."""
+    if fentry.ok:
+        return "fentry/fexit"
+    if kprobes.ok:
+        return "kprobe/kretprobe (no fentry: " + fentry.detail + ")"
+    return f"unavailable: no fentry ({fentry.detail}), no kprobes ({kprobes.detail})"
 
 
 def main(fmt: str) -> None:

@@ -188,9 +188,23 @@ class Program:
         return int(self.bpf[map_name][ctypes.c_int(index)].value)
 
     def lost(self) -> int:
-        """Events the BPF side could not deliver, counted where they were dropped."""
+        """Events the BPF side could not deliver, counted where they were dropped, and runs
+        the kernel skipped because the program was already running on that CPU (a nested
+        interrupt): each may have been an event or a part of one."""
         table = self.bpf["drops"]
-        return sum(int(v.value) for v in table.values())
+        return sum(int(v.value) for v in table.values()) + self.recursion_misses()
+
+    def recursion_misses(self) -> int:
+        total = 0
+        for fn in getattr(self.bpf, "funcs", {}).values():
+            try:
+                with open(f"/proc/self/fdinfo/{fn.fd}") as f:
+                    for line in f:
+                        if line.startswith("recursion_misses:"):
+                            total += int(line.split()[1])
+            except (OSError, ValueError):
+                continue
+        return total
 
     def close(self) -> None:
         bpf = getattr(self, "bpf", None)
