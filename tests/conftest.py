@@ -16,6 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
+
+# property tests check logic, not speed: no per-example deadline on a loaded machine
+settings.register_profile("audtrace", deadline=None)
+settings.load_profile("audtrace")
 
 BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
 
