@@ -200,3 +200,29 @@ def test_launcher_through_symlink_and_moved_checkout(scratch: Path, tmp_path: Pa
         assert (moved / ".venv/setup.log").read_text() == log_before
     finally:
         moved.rename(scratch)
+
+
+def test_pip_install_gives_a_namespaced_console_script(tmp_path: Path) -> None:
+    """`pip install .` into a venv of the system Python (BCC is a Debian package for it):
+    an `audtrace` script, and the repo's folders under `audtrace.` in site-packages only."""
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".venv", ".git", "__pycache__",
+                                                             ".pytest_cache", ".ruff_cache"))
+    venv = tmp_path / "venv"
+    assert run("/usr/bin/python3", "-m", "venv", "--system-site-packages", venv).returncode == 0
+    r = run(venv / "bin/pip", "install", "--quiet", str(src))
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = run(venv / "bin/audtrace", "--version")
+    assert r.returncode == 0 and "audtrace" in r.stdout, r.stderr
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    for generic in ("tracer", "compat", "bpf"):
+        assert not (site / generic).exists(), f"{generic} squats site-packages"
+    assert (site / "audtrace/bpf/signal.c").is_file()
+    assert (site / "audtrace/compat/data/syscalls-x86_64.tsv").is_file()
+    # the installed copy finds its BPF sources and tables, not the checkout's
+    code = ("from audtrace.tracer import probes; from audtrace.compat import tables;"
+            "print(probes.BPF_DIR, tables.syscall_number(tables.host_arch(), 'kill'))")
+    r = run(venv / "bin/python", "-c", code, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    bpf_dir, nr = r.stdout.split()
+    assert Path(bpf_dir).resolve() == (site / "audtrace/bpf").resolve() and int(nr) > 0
