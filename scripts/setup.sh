@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what audtrace needs on Debian 12 / Ubuntu and prepares the repo's .venv.
+# Installs what audtrace needs on Debian 12 / Ubuntu (or, with dnf, Rocky/Alma 9) and
+# prepares the repo's .venv.
 #
 #   scripts/setup.sh [--test]     (root; ./audtrace and tests/run call it)
 #
@@ -30,6 +31,13 @@ venv=$repo/.venv
 stamp_file=$venv/.audtrace-stamp
 log=$venv/setup.log
 sys_python=/usr/bin/python3
+# The RHEL family (Rocky, Alma 9: dnf, no apt) has the same needs under rpm names.
+rpm_family() { ! command -v apt-get >/dev/null && command -v dnf >/dev/null; }
+# RHEL 9's python3 is 3.9 and audtrace needs 3.10+: there the venv is made from python3.11,
+# which is given the system's BCC module (python3-bcc is built for 3.9; pure Python) below.
+if rpm_family && ! "$sys_python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    sys_python=/usr/bin/python3.11
+fi
 
 want_test=0
 for arg in "$@"; do
@@ -140,7 +148,31 @@ own_policy=0
 drop_policy() { ((own_policy)) && rm -f "$policy"; own_policy=0; }
 trap drop_policy EXIT
 
-mapfile -t missing < <(missing_packages)
+# dnf installs only what rpm reports missing. auditd is usually installed and running there
+# already; audtrace reads beside it.
+missing_rpms() {
+    local p release
+    release=$(uname -r)
+    for p in bcc python3-bcc audit iproute; do
+        rpm -q "$p" >/dev/null 2>&1 || echo "$p"
+    done
+    [[ -d /lib/modules/$release/build ]] || echo "kernel-devel-$release"
+    [[ -x $sys_python ]] || printf '%s\n' "${sys_python##*/}" "${sys_python##*/}-pip"
+}
+
+if rpm_family; then
+    mapfile -t missing < <(missing_rpms)
+    if ((${#missing[@]})); then
+        say "installing ${missing[*]} (dnf; log: $log)"
+        echo "+ dnf install ${missing[*]}" >>"$log"
+        dnf -y -q install "${missing[@]}" >>"$log" 2>&1 || fail "dnf install ${missing[*]}"
+    else
+        echo "dnf: nothing missing" >>"$log"
+    fi
+    missing=()      # nothing for apt below
+else
+    mapfile -t missing < <(missing_packages)
+fi
 if ((${#missing[@]})); then
     say "installing ${missing[*]} (apt; log: $log)"
     export DEBIAN_FRONTEND=noninteractive
@@ -161,7 +193,7 @@ if ((${#missing[@]})); then
     apt-get "${apt_opts[@]}" install "${missing[@]}" >>"$log" 2>&1 \
         || fail "apt-get install ${missing[*]}"
     drop_policy
-else
+elif ! rpm_family; then
     echo "apt: nothing missing" >>"$log"
 fi
 
@@ -171,6 +203,12 @@ py=$venv/bin/python
 if [[ ! -x $py ]]; then
     say "creating .venv ($sys_python, --system-site-packages)"
     "$sys_python" -m venv --system-site-packages "$venv" >>"$log" 2>&1 || fail "python3 -m venv"
+fi
+
+if [[ $sys_python != /usr/bin/python3 ]]; then     # RHEL 9: BCC of the system's python3
+    bcc_dir=$(/usr/bin/python3 -c 'import bcc, os; print(os.path.dirname(bcc.__file__))') \
+        || fail "python3-bcc is not importable by /usr/bin/python3"
+    ln -sfn "$bcc_dir" "$("$py" -c 'import sysconfig; print(sysconfig.get_path("purelib"))')/bcc"
 fi
 
 # Requirements straight from pyproject.toml (tomllib is 3.11+; pip vendors tomli for older).
