@@ -13,7 +13,7 @@
  */
 #include "identity.h"
 
-#define SADDR_MAX 128           /* sizeof(struct sockaddr_storage) */
+#include "sockaddr.h"
 #define AF_INET 2
 #define AF_INET6 10
 
@@ -95,17 +95,7 @@ static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
 #else
 	x->audit_ctx = 0;
 #endif
-	if (len > 0 && len <= SADDR_MAX) {
-		u32 n = len - 1;
-
-		/* the bound must sit on the register passed as the size: older verifiers (6.1)
-		 * do not carry the comparison above over to it, and clang would fold the mask
-		 * away without the barrier */
-		asm volatile("" : "+r"(n));
-		n = (n & (SADDR_MAX - 1)) + 1;
-		if (bpf_probe_read_user(x->saddr, n, (void *)a[1]) == 0)
-			x->saddr_len = n;
-	}
+	x->saddr_len = copy_sockaddr(x->saddr, len, (void *)a[1]);
 	if (x->saddr_len >= 2)
 		x->family = *(u16 *)x->saddr;
 	inet = (x->family == AF_INET && x->saddr_len >= 8) ||

@@ -10,7 +10,7 @@
  */
 #include "identity.h"
 
-#define SADDR_MAX 128           /* sizeof(struct sockaddr_storage) */
+#include "sockaddr.h"
 #define AF_INET 2
 #define AF_INET6 10
 
@@ -42,14 +42,9 @@ static __always_inline int family_want(int nr, const u64 *a)
 
 static __always_inline void read_saddr(struct family_extra *x, u64 len, const void *src)
 {
-	x->saddr_len = 0;
 	x->family = 0;
 	x->port = 0;
-	if (len > 0 && len <= SADDR_MAX) {
-		len &= 0xff;    /* a bound the verifier can see */
-		if (len <= SADDR_MAX && bpf_probe_read_user(x->saddr, len, src) == 0)
-			x->saddr_len = len;
-	}
+	x->saddr_len = copy_sockaddr(x->saddr, len, src);
 	if (x->saddr_len >= 2)
 		x->family = *(u16 *)x->saddr;
 	if ((x->family == AF_INET && x->saddr_len >= 8) ||

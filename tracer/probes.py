@@ -163,8 +163,11 @@ class Program:
             table = self.bpf[map_name]
             for key in keys:
                 if isinstance(key, bytes):
+                    # zero-filled: a comm (checked <= 15 bytes) keeps its NUL, an address
+                    # key (net's 20 bytes) is copied whole
                     k = table.Key()
-                    ctypes.memmove(ctypes.addressof(k), key[:15] + b"\0", min(len(key), 15) + 1)
+                    data = key[:ctypes.sizeof(k)]
+                    ctypes.memmove(ctypes.addressof(k), data, len(data))
                 else:
                     k = table.Key(key)
                 table[k] = table.Leaf(1)
