@@ -16,6 +16,9 @@
 {
 set -u
 export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8 TERM=dumb
+# Under emulation a BCC compile takes 1-2 minutes (more with the header tree's offsets): the
+# time the tests should give audtrace to say "tracing" (for helpers.start_audtrace's timeout)
+export AUDTRACE_TEST_START_TIMEOUT=${AUDTRACE_TEST_START_TIMEOUT:-300}
 
 say() { echo "audtrace-lane: $*"; }
 
