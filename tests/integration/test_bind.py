@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from audtrace.compat.record import parse_line, split_fields
+from audtrace.tracer.doctor import kprobes_available
 from helpers import wait_for
 
 pytestmark = pytest.mark.kernel
@@ -131,7 +132,8 @@ def test_conflict_matches_the_kernel(conflicts, index):
     assert e_sys["exit"] == str(-d["errno"]) and a_sys["exit"] == e_sys["exit"]
     assert e_sys["success"] == a_sys["success"] == ("no" if d["errno"] else "yes")
     for name, value in a_sys.items():
-        if name != "key":
+        # subj= is the LSM label kernel audit adds under AppArmor/SELinux; audtrace has none
+        if name not in ("key", "subj"):
             assert e_sys.get(name) == value, (name, e_sys.get(name), value)
     # the sockaddr bytes, read in the kernel, equal audit's own
     assert record(ebpf, "SOCKADDR")[0]["saddr"] == record(audit, "SOCKADDR")[0]["saddr"]
@@ -139,7 +141,9 @@ def test_conflict_matches_the_kernel(conflicts, index):
     if d["errno"] == 98:
         assert [h["opid"] for h in holders] == [str(d["holder"])]
         h = holders[0]
-        assert h["lport"] == str(d["port"]) and h["how"] == '"sock_diag"'
+        # sock_diag after the failure here; the kernel's decision itself where kprobes exist
+        assert h["lport"] == str(d["port"]) and h["how"] == (
+            '"kprobe"' if kprobes_available()[0] else '"sock_diag"')
         assert h["proto"] == str({"tcp": 6, "udp": 17}[case[0]])
         assert h["state"] == ('"LISTEN"' if case[0] == "tcp" else '"UNCONNECTED"')
         assert h["ephemeral"] == '"no"'

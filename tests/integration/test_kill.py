@@ -24,6 +24,9 @@ SYSCALL_NR = {"kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129,
 # fields whose value may differ between the sources for a reason outside the syscall:
 # none for SYSCALL but the source marker; see compare() for the time stamp
 EBPF_ONLY = {"src", "ofrom"}
+# LSM labels (subj=, obj=) that kernel audit adds where an LSM such as AppArmor is active:
+# audtrace does not read them (README, "Records")
+AUDIT_ONLY = {"subj", "obj"}
 
 
 def events(text: str) -> dict[tuple, list[tuple[str, dict[str, str]]]]:
@@ -66,7 +69,7 @@ def compare(ebpf_ev, audit_ev) -> list[str]:
         if et != at:
             continue
         for name, value in af.items():
-            if name == "key":
+            if name == "key" or name in AUDIT_ONLY:
                 continue
             if ef.get(name) != value:
                 diffs.append(f"{at}.{name}: ebpf {ef.get(name)} audit {value}")
