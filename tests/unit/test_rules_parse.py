@@ -129,6 +129,9 @@ _text = st.text(
     min_size=1,
     max_size=30,
 )
+# a value that starts with "-" would list as an option: auditctl's own listing of such a
+# path (`-w -D`) does not parse back either
+_value = _text.filter(lambda t: not t.startswith("-"))
 _key = st.text(
     st.characters(min_codepoint=0x21, max_codepoint=0x7E, blacklist_characters="\\"),
     min_size=1,
@@ -153,7 +156,7 @@ _numeric = st.one_of(
 _string = st.tuples(
     st.sampled_from(["exe", "path", "dir", "subj_type", "obj_user"]),
     st.sampled_from(["=", "!="]),
-    _text,
+    _value,
 )
 
 
