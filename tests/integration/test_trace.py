@@ -46,8 +46,8 @@ def auditctl(*args: str) -> str:
     ).stdout
 
 
-def syscalls(text: str, ebpf: bool) -> dict[int, list[tuple[tuple, int]]]:
-    """pid -> [(stamp, syscall number)] of the SYSCALL records of one source."""
+def syscalls(text: str, ebpf: bool) -> dict[int, list[tuple[tuple, int, bool]]]:
+    """pid -> [(stamp, syscall number, succeeded)] of the SYSCALL records of one source."""
     out: dict[int, list] = collections.defaultdict(list)
     for line in text.splitlines():
         if not line.startswith("type=SYSCALL"):
@@ -55,15 +55,18 @@ def syscalls(text: str, ebpf: bool) -> dict[int, list[tuple[tuple, int]]]:
         _n, _t, sec, msec, serial, body = parse_line(line)
         f = dict(split_fields(body))
         if (f.get("src") == "ebpf") == ebpf:
-            out[int(f["pid"])].append(((sec, msec, serial), int(f["syscall"])))
+            out[int(f["pid"])].append(((sec, msec, serial), int(f["syscall"]),
+                                       f.get("success") == "yes"))
     return out
 
 
-def after_exec(calls: list[tuple[tuple, int]], execve: int = 59) -> collections.Counter:
-    """The calls from the last execve on (before it: audtrace's start of CMD, the wrapper)."""
+def after_exec(calls: list[tuple[tuple, int, bool]], execve: int = 59) -> collections.Counter:
+    """The calls from the last successful execve on (before it: audtrace's start of CMD, the
+    wrapper, the shell's failed tries along PATH, whose stamps the two clocks may order
+    differently around a tick)."""
     calls = sorted(calls)
-    last = max((i for i, (_s, nr) in enumerate(calls) if nr == execve), default=0)
-    return collections.Counter(nr for _s, nr in calls[last:])
+    last = max((i for i, (_s, nr, ok) in enumerate(calls) if nr == execve and ok), default=0)
+    return collections.Counter(nr for _s, nr, _ok in calls[last:])
 
 
 def test_trace_follows_the_tree(tmp_path):
@@ -145,7 +148,7 @@ def test_trace_follows_the_tree(tmp_path):
     for pid in printed:
         assert kernel.get(pid), f"kernel audit saw nothing of pid {pid}"
         assert after_exec(ebpf[pid]) == after_exec(kernel[pid]), pid
-    exits = {pid for pid, calls in ebpf.items() if any(nr == 231 for _s, nr in calls)}
+    exits = {pid for pid, calls in ebpf.items() if any(nr == 231 for _s, nr, _ok in calls)}
     assert exits == printed  # every process's exit_group, written at entry
     if shutil.which("ausearch"):  # the log reads as audit's: by pid and by syscall
         for pid in printed:
