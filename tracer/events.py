@@ -147,7 +147,16 @@ class Clock:
         self.sample()
 
     def sample(self) -> None:
-        self.offset = time.clock_gettime_ns(time.CLOCK_REALTIME) - time.clock_gettime_ns(self.mono)
+        # the realtime read bracketed by two monotonic ones; the tightest of three pairs,
+        # so a preemption between the reads does not skew every later stamp
+        best = None
+        for _ in range(3):
+            m1 = time.clock_gettime_ns(self.mono)
+            r = time.clock_gettime_ns(time.CLOCK_REALTIME)
+            m2 = time.clock_gettime_ns(self.mono)
+            if best is None or m2 - m1 < best[0]:
+                best = (m2 - m1, r - (m1 + m2) // 2)
+        self.offset = best[1]
 
     def realtime(self, mono_ns: int) -> int:
         return mono_ns + self.offset
