@@ -140,10 +140,22 @@ def from_btf(btf: BTF, machine: str | None = None) -> Layout:
     return Layout("btf", defines)
 
 
-def from_headers() -> Layout:
+# pt_regs is user ABI: its layout in any header tree is the running kernel's
+HEADER_REGS: dict[str, tuple[str, ...]] = {
+    "x86_64": ("orig_ax", "di", "si", "dx", "r10"),
+    "aarch64": ("syscallno", "orig_x0", "regs[1]", "regs[2]", "regs[3]"),
+}
+
+
+def from_headers(machine: str | None = None) -> Layout:
     defines: dict[str, int | str] = {}
     for macro, (_p, expr) in {**MEMBERS, **OPTIONAL}.items():
         defines[macro] = expr if expr.isdigit() else f"offsetof({expr})"
+    regs = HEADER_REGS.get(machine or platform.machine())
+    if regs:
+        defines["OFF_REGS_NR"] = f"offsetof(struct pt_regs, {regs[0]})"
+        for i, member in enumerate(regs[1:]):
+            defines[f"OFF_REGS_ARG{i}"] = f"offsetof(struct pt_regs, {member})"
     return Layout("headers", defines, HEADERS_INCLUDES)
 
 
