@@ -39,6 +39,19 @@ def enc_str(value: bytes | str) -> str:
     return raw.hex().upper()
 
 
+def dec_str(value: str | None) -> bytes | None:
+    """The bytes of a string field as written: "quoted" or hex (enc_str's inverse);
+    None for (null), (none) or an absent field."""
+    if value is None or value in ("(null)", "(none)"):
+        return None
+    if value.startswith('"'):
+        return value.strip('"').encode()
+    try:
+        return bytes.fromhex(value)
+    except ValueError:
+        return value.encode()
+
+
 def enc_hex(value: int) -> str:
     """Bare lowercase hex as the kernel prints a0..a3 and arch (64-bit two's complement)."""
     return format(value & _U64, "x")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import sys
 from collections.abc import Callable
 
@@ -31,6 +32,17 @@ def ints(kind: str, lo: int, hi: int) -> Callable:
 
 def strs(values) -> list[str]:
     return [t.strip() for v in values for t in v.split(",") if t.strip()]
+
+
+def addresses(_ctx, _param, values) -> list[str]:
+    """A click callback: IPv4/IPv6 addresses (repeated or comma lists), normalized."""
+    out = []
+    for text in strs(values):
+        try:
+            out.append(str(ipaddress.ip_address(text)))
+        except ValueError:
+            raise click.BadParameter(f"{text!r} is not an IPv4/IPv6 address") from None
+    return out
 
 
 def positive(_ctx, param, value):

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass, field
 
 import click
-from audtrace.compat.record import Event, Record, enc_int, enc_str
+from audtrace.compat.record import Event, Record, dec_str, enc_int, enc_str
 from audtrace.tracer import audit_records, options
 from audtrace.tracer.audit_netlink import AuditRule
 from audtrace.tracer.bind_conflict import Mechanism
@@ -303,11 +303,8 @@ def audit_filter(req: BindRequest):
 
     def keep(ev: Event) -> bool:
         sc = ev.records[0]
-        if comms:
-            comm = sc.get("comm") or ""
-            raw = comm.strip('"').encode() if comm.startswith('"') else bytes.fromhex(comm)
-            if raw not in comms:
-                return False
+        if comms and dec_str(sc.get("comm")) not in comms:
+            return False
         if not (req.ports or addrs):
             return True
         sa = next((r for r in ev.records if r.type == "SOCKADDR"), None)
@@ -332,20 +329,10 @@ def subcommand(req: BindRequest, keys: list[str]):
 
 # ---- the command line ----------------------------------------------------------------
 
-def _addrs(_ctx, _param, values) -> list[str]:
-    out = []
-    for text in options.strs(values):
-        try:
-            out.append(str(ipaddress.ip_address(text)))
-        except ValueError:
-            raise click.BadParameter(f"{text!r} is not an IPv4/IPv6 address") from None
-    return out
-
-
 @click.command()
 @click.option("--port", "ports", multiple=True, callback=options.ints("port", 0, 65535),
               help="Only binds to this port (repeatable, comma lists).")
-@click.option("--addr", "addrs", multiple=True, callback=_addrs,
+@click.option("--addr", "addrs", multiple=True, callback=options.addresses,
               help="Only binds to this address (127.0.0.1, ::1, 0.0.0.0...).")
 @click.option("--family", "families", multiple=True, type=click.Choice(tuple(FAMILIES)),
               help="Only this address family.")

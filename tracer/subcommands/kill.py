@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import click
 from audtrace.compat import tables
-from audtrace.compat.record import Event
+from audtrace.compat.record import Event, dec_str
 from audtrace.compat.signals import parse_signals
 from audtrace.tracer import audit_records, options
 from audtrace.tracer.audit_netlink import AuditRule, machine_arches
@@ -115,18 +115,6 @@ def audit_rules(signals: list[int], keys: list[str], arch: str = "b64") -> list[
             for arg, nrs in by_arg.items() for sig in signals]
 
 
-def _text(value: str | None) -> bytes | None:
-    """An audit string field's bytes: "quoted" or hex."""
-    if value is None or value in ("(null)", "(none)"):
-        return None
-    if value.startswith('"'):
-        return value.strip('"').encode()
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        return value.encode()
-
-
 def audit_filter(req: KillRequest):
     """The request's filters that audit rules do not carry, applied to relayed events:
     sender pid/uid/comm from SYSCALL, target pid/comm from OBJ_PID, as the eBPF side does."""
@@ -139,13 +127,13 @@ def audit_filter(req: KillRequest):
             return False
         if req.uids and int(sc.get("uid") or -1) not in req.uids:
             return False
-        if comms and _text(sc.get("comm")) not in comms:
+        if comms and dec_str(sc.get("comm")) not in comms:
             return False
         objs = [r for r in ev.records if r.type == "OBJ_PID"]
         if req.target_pids and not any(int(o.get("opid") or -1) in req.target_pids
                                        for o in objs):
             return False
-        return not tcomms or any(_text(o.get("ocomm")) in tcomms for o in objs)
+        return not tcomms or any(dec_str(o.get("ocomm")) in tcomms for o in objs)
 
     return keep
 

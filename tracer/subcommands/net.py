@@ -88,20 +88,10 @@ def subcommand(req: NetRequest, keys: list[str]):
                       audit_rules=audit_rules(req, keys))
 
 
-def _addrs(_ctx, _param, values) -> list[str]:
-    out = []
-    for text in options.strs(values):
-        try:
-            out.append(str(ipaddress.ip_address(text)))
-        except ValueError:
-            raise click.BadParameter(f"{text!r} is not an IPv4/IPv6 address") from None
-    return out
-
-
 @click.command()
 @click.option("--port", "ports", multiple=True, callback=options.ints("port", 0, 65535),
               help="Only this port (connect: the remote one; accept: the peer's).")
-@click.option("--addr", "addrs", multiple=True, callback=_addrs,
+@click.option("--addr", "addrs", multiple=True, callback=options.addresses,
               help="Only this address (connect: remote; accept: the peer).")
 @click.option("--pid", "pids", multiple=True, callback=options.ints("pid", 1, 4194304),
               help="Only this process (tgid).")
