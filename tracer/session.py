@@ -64,8 +64,8 @@ class Subcommand:
     name: str
     program: probes.ProgramSpec
     decode: Callable                    # (raw BPF struct, arch, Clock) -> normalized event
-    # (normalized event, keys, serial) -> Event, or a list of Events: the first takes the
-    # serial given, the session gives each further one its next serial
+    # (normalized event, keys, serial) -> Event, or a list of Events; the session replaces
+    # the serial with its next one as the event is written, so serials rise with the log
     to_audit: Callable
     audit_rules: list = field(default_factory=list)
     # the request's filters that kernel audit rules cannot express (--comm, --target-pid...),
@@ -104,7 +104,7 @@ class Session:
         self.final_lost: dict[str, int] | None = None
         self.stop = False
         self.exit_status = 0
-        self.pending: list[tuple[int, int, int, Event]] = []   # heap by time
+        self.pending: list[tuple[int, int, int, int, Event]] = []   # heap by time
         self.seq = 0
         self.serials = audit_records.serials()
         self.written = {"ebpf": 0, "audit": 0}
@@ -133,9 +133,8 @@ class Session:
             notice("no tracepoint on this kernel for: " + ", ".join(self.program.missing))
         self.clock = Clock()
         arch = tables.host_arch()
-        self.program.open_events(lambda raw: self._queue_all(
-            self.sub.to_audit(self.sub.decode(raw, arch, self.clock), self.opts.keys,
-                              next(self.serials))), pages=self.opts.buffer_pages)
+        self.program.open_events(lambda raw: self._on_raw(raw, arch),
+                                 pages=self.opts.buffer_pages)
 
     def _start_audit(self, stack: contextlib.ExitStack) -> None:
         from audtrace.tracer.audit_source import AuditSource
@@ -147,23 +146,30 @@ class Session:
                                                      handle_signals=False))
 
     # -- the stream -----------------------------------------------------------------------
-    def _queue_all(self, out: Event | list[Event]) -> None:
-        events = out if isinstance(out, list) else [out]
-        for i, ev in enumerate(events):
-            if i:
-                ev.serial = next(self.serials)
-            self._queue(ev)
+    def _on_raw(self, raw, arch: int) -> None:
+        ev = self.sub.decode(raw, arch, self.clock)
+        # the program's own monotonic stamp (decode added the current offset): it orders
+        # events within one millisecond exactly, whichever CPU's buffer they came through
+        mono = ev.time_ns - self.clock.offset
+        out = self.sub.to_audit(ev, self.opts.keys, 0)
+        for one in out if isinstance(out, list) else [out]:
+            self._queue(one, mono)
 
-    def _queue(self, ev: Event) -> None:
+    def _queue(self, ev: Event, mono: int = 0) -> None:
+        """Hold an event for the reorder window. Order: wall-clock millisecond (what the
+        record says), then the eBPF monotonic stamp, then arrival; eBPF serials are given
+        on the way out, so they rise in the order the log is written, as the kernel's do."""
         self.seq += 1
         t = ev.sec * 1_000_000_000 + ev.msec * 1_000_000
-        heapq.heappush(self.pending, (t, self.seq, time.monotonic_ns(), ev))
+        heapq.heappush(self.pending, (t, mono, self.seq, time.monotonic_ns(), ev))
 
     def _drain(self, sink: Sink, everything: bool = False) -> None:
         now = time.monotonic_ns()
-        while self.pending and (everything or now - self.pending[0][2] >= REORDER_NS):
+        while self.pending and (everything or now - self.pending[0][3] >= REORDER_NS):
             # hold back an event while a later-arriving one may still sort before it
-            ev = heapq.heappop(self.pending)[3]
+            ev = heapq.heappop(self.pending)[4]
+            if ev.source == "ebpf":
+                ev.serial = next(self.serials)
             if self.opts.count is not None and self.counted >= self.opts.count:
                 self.pending.clear()
                 self.stop = True
@@ -197,7 +203,7 @@ class Session:
             rec = Record(LOSS_TYPE, [("op", enc_str("lost-events")), ("source", enc_str(source)),
                                      ("lost", enc_int(new)), ("total", enc_int(n)),
                                      ("res", "failed"), audit_records.SRC])
-            self._queue(Event(sec, nsec // 1_000_000, next(self.serials), [rec], "ebpf"))
+            self._queue(Event(sec, nsec // 1_000_000, 0, [rec], "ebpf"))
 
     def _handle_signal(self, _signum, _frame) -> None:
         self.stop = True
