@@ -6,6 +6,7 @@
  * raw tracepoint signal_generate: while a parked syscall runs, each target is added (what
  * audit's OBJ_PID says); with no parked syscall the kernel generated the signal itself
  * (fault, SIGPIPE, OOM killer, timer, tty): reported as its own event when KERNEL_SIGNALS.
+ * A send that generated nothing (refused, signal 0) finds its target by number at exit.
  */
 #include "identity.h"
 
@@ -96,14 +97,51 @@ static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
 {
 	ev->extra.sig = signal_of(ev->nr, a);
 	ev->extra.si_code = 0;
+	/* the caller's siginfo: a code >= 0 or SI_TKILL is refused before any lookup */
+	if (ev->nr == NR_RT_SIGQUEUEINFO)
+		bpf_probe_read_user(&ev->extra.si_code, 4, (void *)a[2] + OFF_SIGINFO_CODE);
+	else if (ev->nr == NR_RT_TGSIGQUEUEINFO)
+		bpf_probe_read_user(&ev->extra.si_code, 4, (void *)a[3] + OFF_SIGINFO_CODE);
 	ev->extra.result = 0;
 	ev->extra.group = 0;
 	ev->extra.ntargets = 0;
 	return 1;
 }
 
+#define ESRCH 3
+#define EPERM 1
+#define EFAULT 14
+#define EINVAL 22
+#define SI_TKILL (-6)
+
+/* No signal generated: did the kernel get as far as its permission check on a target
+ * (audit_signal_info, where audit takes OBJ_PID)? Not when the target was not found or
+ * the arguments were refused first. */
+static __always_inline int target_checked(const struct syscall_event *ev)
+{
+	s32 code = ev->extra.si_code;
+
+	if (ev->ret == -ESRCH || ev->ret == -EINVAL || ev->ret == -EFAULT)
+		return 0;
+	if ((ev->nr == NR_RT_SIGQUEUEINFO || ev->nr == NR_RT_TGSIGQUEUEINFO) &&
+	    ev->ret == -EPERM && (code >= 0 || code == SI_TKILL) && target_arg(ev) != ev->id.tid)
+		return 0;
+	return 1;
+}
+
 static __always_inline int family_exit(void *ctx, struct syscall_event *ev)
 {
+	s32 pid = target_arg(ev);
+
+	/* still alive while the caller is in the syscall: named now, not read later */
+	if (ev->extra.ntargets == 0 && pid > 0 && target_checked(ev)) {
+		void *task = task_by_vpid(pid);
+
+		if (task) {
+			capture_target(&ev->extra.targets[0], task);
+			ev->extra.ntargets = 1;
+		}
+	}
 	return targets_wanted(ev);
 }
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 from audtrace.compat.record import Event, Record, enc_hex, enc_int, enc_str
 from audtrace.tracer.events import FileInfo, Identity, KernelSignal, SyscallEvent, Target
@@ -65,9 +64,6 @@ def obj_pid_record(t: Target) -> Record:
     fields = [("opid", enc_int(t.pid)), ("oauid", enc_int(_signed(t.auid))),
               ("ouid", enc_int(_signed(t.uid))), ("oses", enc_int(_signed(t.ses))),
               ("ocomm", enc_str(t.comm)), SRC]
-    if t.from_proc:
-        # read from /proc when the event arrived: the kernel generated no signal to see
-        fields.insert(-1, ("ofrom", "proc"))
     return Record("OBJ_PID", fields)
 
 
@@ -112,21 +108,6 @@ def kernel_signal_events(ev: KernelSignal, keys: list[str], serial: int) -> list
             f"op=signal-receive {common} comm={enc_str(v.comm)}"
             f" spid={who.pid} scomm={enc_str(who.comm)}")], "ebpf"))
     return out
-
-
-def target_from_proc(pid: int) -> Target | None:
-    """OBJ_PID data of a live process, for sends the kernel refused (no signal generated)."""
-    base = Path("/proc") / str(pid)
-    try:
-        status = (base / "status").read_text()
-        comm = (base / "comm").read_bytes().rstrip(b"\n")
-        auid = int((base / "loginuid").read_text() or UNSET)
-        ses = int((base / "sessionid").read_text() or UNSET)
-    except (OSError, ValueError):
-        return None
-    uid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Uid:"))
-    tgid = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("Tgid:"))
-    return Target(pid=tgid, auid=auid, uid=uid, ses=ses, comm=comm, from_proc=True)
 
 
 # ---- records beside SYSCALL: PATH, CWD, SOCKADDR, EXECVE ---------------------------------

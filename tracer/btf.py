@@ -150,6 +150,17 @@ class BTF:
                 tid = self.resolve(found[1].type_id)
         return bits // 8
 
+    def sizeof(self, path: str) -> int:
+        """Bytes of a struct ("upid") or of a member path ("xa_node.slots")."""
+        struct_name, *names = path.split(".")
+        tid = self.struct_id(struct_name)
+        for name in names:
+            found = self._find(tid, name)
+            if found is None:
+                raise BTFError(f"{path}: no member {name}")
+            tid = found[1].type_id
+        return self.size(tid)
+
     def member_bits(self, path: str) -> tuple[int, int]:
         """(bit offset, bit size) of a member path; bitfields included (size 0: not one)."""
         struct_name, *names = path.split(".")

@@ -42,7 +42,6 @@ class Target:
     uid: int
     ses: int
     comm: bytes
-    from_proc: bool = False   # read from /proc after the fact, not in the kernel
 
 
 @dataclass(slots=True)

@@ -76,6 +76,23 @@ MEMBERS: dict[str, tuple[str, str]] = {
     # argc sits at the top of a new image's stack (exec); how a task ended (exit)
     "OFF_MM_START_STACK": ("mm_struct.start_stack", "struct mm_struct, start_stack"),
     "OFF_TASK_EXIT_CODE": ("task_struct.exit_code", "struct task_struct, exit_code"),
+    # pid number -> task in the caller's namespace, as find_vpid + pid_task (identity.h)
+    "OFF_TASK_THREAD_PID": ("task_struct.thread_pid", "struct task_struct, thread_pid"),
+    "OFF_TASK_PID_LINKS": ("task_struct.pid_links", "struct task_struct, pid_links"),
+    "OFF_PID_LEVEL": ("pid.level", "struct pid, level"),
+    "OFF_PID_NUMBERS": ("pid.numbers", "struct pid, numbers"),
+    "OFF_PID_TASKS": ("pid.tasks", "struct pid, tasks"),
+    "OFF_UPID_NS": ("upid.ns", "struct upid, ns"),
+    "OFF_PIDNS_IDR_BASE": ("pid_namespace.idr.idr_base", "struct pid_namespace, idr.idr_base"),
+    "OFF_PIDNS_XA_HEAD": ("pid_namespace.idr.idr_rt.xa_head",
+                          "struct pid_namespace, idr.idr_rt.xa_head"),
+    "OFF_XA_NODE_SHIFT": ("xa_node.shift", "struct xa_node, shift"),
+    "OFF_XA_NODE_SLOTS": ("xa_node.slots", "struct xa_node, slots"),
+}
+# macro -> (BTF type or member path, the same for sizeof() against headers)
+SIZES: dict[str, tuple[str, str]] = {
+    "SIZE_UPID": ("upid", "sizeof(struct upid)"),
+    "SIZE_XA_NODE_SLOTS": ("xa_node.slots", "sizeof(((struct xa_node *)0)->slots)"),
 }
 # present only with CONFIG_AUDIT: without them auid/ses are "unset"
 OPTIONAL: dict[str, tuple[str, str]] = {
@@ -98,6 +115,7 @@ HEADERS_INCLUDES = (
     "#include <linux/mount.h>\n#include <linux/mm_types.h>\n"
     "#include <linux/nsproxy.h>\n#include <net/net_namespace.h>\n"
     "#include <linux/fdtable.h>\n#include <linux/fs_struct.h>\n"
+    "#include <linux/pid.h>\n#include <linux/pid_namespace.h>\n#include <linux/xarray.h>\n"
 )
 
 
@@ -132,6 +150,7 @@ def _regs_from_btf(btf: BTF, machine: str) -> dict[str, int]:
 def from_btf(btf: BTF, machine: str | None = None) -> Layout:
     machine = machine or platform.machine()
     defines: dict[str, int | str] = {m: btf.offset(p) for m, (p, _h) in MEMBERS.items()}
+    defines.update({m: btf.sizeof(p) for m, (p, _h) in SIZES.items()})
     for macro, (path, _h) in OPTIONAL.items():
         if btf.has_member(path):
             defines[macro] = btf.offset(path)
@@ -151,6 +170,7 @@ def from_headers(machine: str | None = None) -> Layout:
     defines: dict[str, int | str] = {}
     for macro, (_p, expr) in {**MEMBERS, **OPTIONAL}.items():
         defines[macro] = expr if expr.isdigit() else f"offsetof({expr})"
+    defines.update({m: expr for m, (_p, expr) in SIZES.items()})
     regs = HEADER_REGS.get(machine or platform.machine())
     if regs:
         defines["OFF_REGS_NR"] = f"offsetof(struct pt_regs, {regs[0]})"

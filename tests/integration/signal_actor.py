@@ -1,8 +1,9 @@
 """Sends one signal by one syscall from a fresh process, and says what it did as JSON.
 
-Run as `python3 signal_actor.py ACTION SIG [--uid N] [--loginuid N]`. The target is a `sleep`
-this process starts itself, so nothing outside the test is ever signalled. Started after
-tracing is live, so kernel audit has an audit context for it.
+Run as `python3 signal_actor.py ACTION SIG [--uid N] [--loginuid N] [--gone]`. The target is
+a `sleep` this process starts itself, so nothing outside the test is ever signalled. Started
+after tracing is live, so kernel audit has an audit context for it. --gone: the target is
+reaped before the send.
 """
 
 from __future__ import annotations
@@ -55,13 +56,19 @@ def send(action: str, sig: int, target: subprocess.Popen) -> int:
 
 def main() -> None:
     action, sig = sys.argv[1], int(sys.argv[2])
-    opts = dict(zip(sys.argv[3::2], sys.argv[4::2], strict=True))
+    flags = {"--gone"} & set(sys.argv[3:])
+    rest = [a for a in sys.argv[3:] if a not in flags]
+    opts = dict(zip(rest[::2], rest[1::2], strict=True)) | dict.fromkeys(flags, "")
     if "--loginuid" in opts:
         # a login: the kernel assigns a new session id with the login uid
         with open("/proc/self/loginuid", "w") as f:
             f.write(opts["--loginuid"])
     target = subprocess.Popen(["sleep", "30"])
     time.sleep(0.05)
+    if "--gone" in opts:
+        # a pid that was just reaped: the send finds nothing (ESRCH)
+        target.kill()
+        target.wait()
     if "--uid" in opts:
         # keep saved uid 0 so the target can be cleaned up afterwards
         os.setresuid(int(opts["--uid"]), int(opts["--uid"]), 0)

@@ -9,6 +9,7 @@ read back with the real ausearch and aureport.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 
@@ -23,7 +24,7 @@ SYSCALL_NR = {"kill": 62, "tkill": 200, "tgkill": 234, "rt_sigqueueinfo": 129,
               "rt_tgsigqueueinfo": 297, "pidfd_send_signal": 424}
 # fields whose value may differ between the sources for a reason outside the syscall:
 # none for SYSCALL but the source marker; see compare() for the time stamp
-EBPF_ONLY = {"src", "ofrom"}
+EBPF_ONLY = {"src"}
 # LSM labels (subj=, obj=) that kernel audit adds where an LSM such as AppArmor is active:
 # audtrace does not read them (README, "Records")
 AUDIT_ONLY = {"subj", "obj"}
@@ -115,6 +116,32 @@ def test_every_signal_syscall_matches_kernel_audit(both_log):
                  and find(ebpf, d["pid"], 234)
                  and find(ebpf, d["pid"], 234)[0][1][0][1]["auid"] == "4242")
     assert login
+
+
+def test_refused_target_is_named_though_gone_when_the_event_is_read(both_log):
+    """EPERM generates no signal, yet audit's OBJ_PID names the target. The tracer is stopped
+    while the sender is refused and its target killed and reaped: the target is taken in
+    the kernel at syscall exit, never looked for after the fact."""
+    tracer, log = both_log
+    tracer.proc.send_signal(signal.SIGSTOP)
+    try:
+        refused = act("kill", 15, "--uid", "65534")
+        gone = act("tkill", 12, "--gone")                   # ESRCH: no target to name
+    finally:
+        tracer.proc.send_signal(signal.SIGCONT)
+    assert refused["ret"] == -1 and gone["ret"] == -3
+    assert wait_for(lambda: all(find(by_source(events(tracer.text()))[0], d["pid"], nr)
+                                for d, nr in ((refused, 62), (gone, 200))), 15)
+    assert wait_for(lambda: len(by_source(events(tracer.text()))[1]) >= 2, 15)
+    assert tracer.stop() == 0
+    ebpf, audit = by_source(events(log.read_text()))
+    for d, nr, types in ((refused, 62, ["SYSCALL", "OBJ_PID", "PROCTITLE"]),
+                         (gone, 200, ["SYSCALL", "PROCTITLE"])):
+        (e,), (a,) = find(ebpf, d["pid"], nr), find(audit, d["pid"], nr)
+        assert [t for t, _ in a[1]] == types, a
+        assert compare(e, a) == [], d
+    obj = find(ebpf, refused["pid"], 62)[0][1][1][1]
+    assert obj["opid"] == str(refused["target"]) and obj["ocomm"] == '"sleep"'
 
 
 def test_ausearch_and_aureport_read_the_log(both_log):

@@ -64,23 +64,7 @@ def program(req: KillRequest) -> ProgramSpec:
 def to_audit(ev: SyscallEvent | KernelSignal, keys: list[str], serial: int) -> Event:
     if isinstance(ev, KernelSignal):
         return audit_records.kernel_signal_events(ev, keys, serial)
-    if not ev.targets and ev.nr is not None:
-        # the kernel generated nothing (refused, or signal 0): audit still names the target
-        pid = _named_target(ev)
-        if pid > 0:
-            t = audit_records.target_from_proc(pid)
-            if t is not None and ev.ret != -3:  # ESRCH: audit names no target either
-                ev.targets.append(t)
     return audit_records.syscall_event(ev, keys, serial)
-
-
-def _named_target(ev: SyscallEvent) -> int:
-    name = tables.syscall_name(ev.arch, ev.nr)
-    raw = ev.args[1] if name in ("tgkill", "rt_tgsigqueueinfo") else ev.args[0]
-    if name == "pidfd_send_signal":
-        return 0
-    raw &= 0xFFFFFFFF
-    return raw - (1 << 32) if raw & 0x80000000 else raw
 
 
 def decode(raw, arch: int, clock: Clock) -> SyscallEvent | KernelSignal:
