@@ -66,10 +66,11 @@ static __always_inline void *task_ptr(void *task, u32 off)
  * (refused, signal 0), as audit's OBJ_PID still names it. The namespace's IDR is an
  * xarray: descend from its head, XA_CHUNK_SHIFT bits of the index per level, until an
  * entry is no longer an internal node. 0 when nothing answers to the number. */
-#define XA_CHUNK_SIZE (SIZE_XA_NODE_SLOTS / 8)
-#define XA_MAX_LEVELS 6         /* 6 bits a level (4 with CONFIG_BASE_SMALL): 32-bit ids */
+/* our names: the header tree's xarray.h may be in the same unit */
+#define IDR_CHUNK (SIZE_XA_NODE_SLOTS / 8)
+#define IDR_MAX_LEVELS 6        /* 6 bits a level (4 with CONFIG_BASE_SMALL): 32-bit ids */
 
-static __always_inline int xa_is_node(unsigned long entry)
+static __always_inline int idr_is_node(unsigned long entry)
 {
 	return (entry & 3) == 2 && entry > 4096;
 }
@@ -85,19 +86,19 @@ static __always_inline void *task_by_vpid(s32 nr)
 
 	if (nr <= 0 || !ns)
 		return 0;
-	if (!xa_is_node(entry))
+	if (!idr_is_node(entry))
 		return index == 0 ? (void *)entry : 0;  /* a head entry holds index 0 alone */
 	READ_KERNEL(shift, entry - 2, OFF_XA_NODE_SHIFT);
-	if ((index >> shift) >= XA_CHUNK_SIZE)
+	if ((index >> shift) >= IDR_CHUNK)
 		return 0;                               /* past the tree's reach */
 #pragma unroll
-	for (int i = 0; i < XA_MAX_LEVELS; i++) {
+	for (int i = 0; i < IDR_MAX_LEVELS; i++) {
 		void *node = (void *)(entry - 2);
 
 		READ_KERNEL(shift, node, OFF_XA_NODE_SHIFT);
 		entry = (unsigned long)task_ptr(node, OFF_XA_NODE_SLOTS +
-						((index >> (shift & 63)) & (XA_CHUNK_SIZE - 1)) * 8);
-		if (!xa_is_node(entry))
+						((index >> (shift & 63)) & (IDR_CHUNK - 1)) * 8);
+		if (!idr_is_node(entry))
 			break;
 	}
 	/* NULL (allocated, not attached yet) or an internal entry: nothing answers */

@@ -108,11 +108,12 @@ static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
 	return 1;
 }
 
-#define ESRCH 3
-#define EPERM 1
-#define EFAULT 14
-#define EINVAL 22
-#define SI_TKILL (-6)
+/* errno values and SI_TKILL are user ABI; our names, as the header tree may define them */
+#define ERR_PERM 1
+#define ERR_SRCH 3
+#define ERR_FAULT 14
+#define ERR_INVAL 22
+#define CODE_TKILL (-6)
 
 /* No signal generated: did the kernel get as far as its permission check on a target
  * (audit_signal_info, where audit takes OBJ_PID)? Not when the target was not found or
@@ -121,10 +122,10 @@ static __always_inline int target_checked(const struct syscall_event *ev)
 {
 	s32 code = ev->extra.si_code;
 
-	if (ev->ret == -ESRCH || ev->ret == -EINVAL || ev->ret == -EFAULT)
+	if (ev->ret == -ERR_SRCH || ev->ret == -ERR_INVAL || ev->ret == -ERR_FAULT)
 		return 0;
 	if ((ev->nr == NR_RT_SIGQUEUEINFO || ev->nr == NR_RT_TGSIGQUEUEINFO) &&
-	    ev->ret == -EPERM && (code >= 0 || code == SI_TKILL) && target_arg(ev) != ev->id.tid)
+	    ev->ret == -ERR_PERM && (code >= 0 || code == CODE_TKILL) && target_arg(ev) != ev->id.tid)
 		return 0;
 	return 1;
 }
