@@ -4,13 +4,15 @@
 multicasts (AUDIT_NLGRP_READLOG) as compat Events, and on every exit path removes exactly
 the rules it added and restores the `enabled` flag. Cleanup is idempotent and consumes its
 own state step by step, so a second call (a signal handler, atexit) finishes what an
-interrupted first call left, and nothing is undone twice.
+interrupted first call left, and nothing is undone twice. Runs at the same time share the
+flag and identical rules (`audit_share`): the last one out puts them back.
 """
 
 from __future__ import annotations
 
 import atexit
 import errno
+import os
 import signal
 import threading
 import time
@@ -19,6 +21,7 @@ from contextlib import contextmanager, suppress
 from typing import NamedTuple
 
 from audtrace.compat import record
+from audtrace.tracer import audit_share
 from audtrace.tracer.audit_netlink import (
     AUDIT_EOE,
     AuditError,
@@ -121,6 +124,7 @@ class AuditSource:
         self._old_handlers: dict[int, object] = {}
         self._pending: dict[int, _Pending] = {}
         self._open = False
+        self._user = audit_share.user_id()
 
     # ---- lifecycle
     def __enter__(self) -> AuditSource:
@@ -148,12 +152,20 @@ class AuditSource:
                 if status["pid"]:
                     self.on_notice(f"auditd (pid {status['pid']}) is running: the records of "
                                    "audtrace's rules also go to its log")
-                existing = self._ctl.list_rules()
-                if status["enabled"] == 0:
-                    self.on_notice(AUDIT_WAS_OFF)
-                    self._enable()
-                for rule in self.rules:
-                    self._add(rule, existing)
+                with audit_share.locked() as shared_ok:
+                    shared = audit_share.load() if shared_ok else audit_share.Shared()
+                    existing = self._ctl.list_rules()
+                    if status["enabled"] == 0:
+                        self.on_notice(AUDIT_WAS_OFF)
+                        if shared.restore_enabled is None:
+                            shared.restore_enabled = 0
+                        self._enable()
+                    for rule in self.rules:
+                        self._add(rule, existing, shared)
+                    start = audit_share.start_time(os.getpid())
+                    if shared_ok and start is not None:
+                        shared.users[self._user] = start
+                        audit_share.save(shared)
         except BaseException:
             self.close()
             raise
@@ -171,11 +183,18 @@ class AuditSource:
                     self._restore_enabled = None
             raise
 
-    def _add(self, rule: AuditRule, existing: list[AuditRule]) -> None:
+    def _add(self, rule: AuditRule, existing: list[AuditRule],
+             shared: audit_share.Shared) -> None:
         assert self._ctl is not None
         if rule in existing:
-            self.on_notice(f"audit rule already present, left as is: {rule}")
+            if str(rule) in shared.rules:
+                # another audtrace run added it: ours too, removed by the last of us
+                shared.rules[str(rule)].append(self._user)
+                self._added.append(rule)
+            else:
+                self.on_notice(f"audit rule already present, left as is: {rule}")
             return
+        shared.rules[str(rule)] = [self._user]
         self._added.append(rule)
         try:
             self._ctl.add_rule(rule)
@@ -208,24 +227,35 @@ class AuditSource:
         except AuditError as e:
             self.on_notice(f"cannot restore audit state: {e}")
             return
-        with ctl:
+        with ctl, audit_share.locked() as shared_ok:
+            shared = audit_share.load() if shared_ok else audit_share.Shared()
+            shared.users.pop(self._user, None)
             with suppress(AuditError):
                 self._lost_final = self._lost_delta(ctl.status()["lost"])
             while self._added:
                 rule = self._added[-1]
+                others = [u for u in shared.rules.pop(str(rule), []) if u != self._user]
+                if others:          # still read by another run: theirs now
+                    shared.rules[str(rule)] = others
+                    self._added.pop()
+                    continue
                 try:
                     ctl.del_rule(rule)
                 except AuditError as e:
                     if e.errno != errno.ENOENT:
                         self.on_notice(f"{e}; remove it with: auditctl -d {str(rule)[3:]}")
                 self._added.pop()
-            if self._restore_enabled is not None:
+            restore = (shared.restore_enabled if shared.restore_enabled is not None
+                       else self._restore_enabled)
+            if restore is not None and not shared.users:
                 try:
-                    ctl.set_enabled(self._restore_enabled)
+                    ctl.set_enabled(restore)
                 except AuditError as e:
-                    self.on_notice(f"{e}; restore it with: auditctl -e "
-                                   f"{self._restore_enabled}")
-                self._restore_enabled = None
+                    self.on_notice(f"{e}; restore it with: auditctl -e {restore}")
+                shared.restore_enabled = None
+            self._restore_enabled = None
+            if shared_ok:
+                audit_share.save(shared)
 
     def _install_signal_handlers(self) -> None:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
