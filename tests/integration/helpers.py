@@ -174,11 +174,13 @@ class SystemState:
     mounts: tuple[str, ...]
     audit_enabled: str
     audit_rules: str
+    run_dir: bool                                 # /run/audtrace (tracer/audit_share.py)
     progs: frozenset[int] = field(compare=False)  # compared through leaked_bpf_progs()
 
 
 def system_state() -> SystemState:
-    return SystemState(tracing_mounts(), audit_enabled(), audit_rules(), bpf_prog_ids())
+    return SystemState(tracing_mounts(), audit_enabled(), audit_rules(),
+                       Path("/run/audtrace").exists(), bpf_prog_ids())
 
 
 def others_changing_state() -> list[str]:
