@@ -45,6 +45,36 @@ def addresses(_ctx, _param, values) -> list[str]:
     return out
 
 
+COMM_MAX = 15       # bytes the kernel keeps of a comm (TASK_COMM_LEN less the NUL)
+PID_MAX = 4194304   # PID_MAX_LIMIT on 64-bit
+
+
+def comms(_ctx, _param, values) -> list[str]:
+    """A click callback: comm names (repeated or comma lists), each as long as the kernel
+    keeps one at most: a longer name would never match."""
+    out = strs(values)
+    for name in out:
+        if len(name.encode()) > COMM_MAX:
+            raise click.BadParameter(f"comm {name!r} is longer than {COMM_MAX} bytes")
+    return out
+
+
+# The process filters most subcommands take; `help` says whose pid/comm/uid it is.
+def pid_option(help: str = "Only this process (tgid).", name: str = "--pid",
+               dest: str = "pids") -> Callable:
+    return click.option(name, dest, multiple=True, callback=ints("pid", 1, PID_MAX), help=help)
+
+
+def comm_option(help: str = "Only this comm.", name: str = "--comm",
+                dest: str = "comms") -> Callable:
+    return click.option(name, dest, multiple=True, callback=comms, help=help)
+
+
+def uid_option(help: str) -> Callable:
+    return click.option("--uid", "uids", multiple=True, callback=ints("uid", 0, 4294967294),
+                        help=help)
+
+
 def positive(_ctx, param, value):
     if value is not None and not value > 0:  # `not >`: also refuses nan
         raise click.BadParameter(f"must be positive, not {value}")

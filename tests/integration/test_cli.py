@@ -368,6 +368,8 @@ BAD_INPUT = {
     "format": ["kill", "--format", "bogus"],
     "source": ["kill", "--source", "bogus"],
     "target-comm 16 bytes": ["kill", "--target-comm", "0123456789abcdef"],
+    "comm 16 bytes, exec": ["exec", "--comm", "0123456789abcdef"],
+    "comm 16 bytes, net": ["net", "--comm", "0123456789abcdef"],
     "key 257 bytes": ["kill", "-k", "k" * 257, "--duration", "1"],
     # each fits; joined by \x01 in the kernel's one key field they do not
     "keys 401 bytes": ["kill", "-k", "a" * 200, "-k", "b" * 200, "--duration", "1"],

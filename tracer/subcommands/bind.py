@@ -337,9 +337,8 @@ def subcommand(req: BindRequest, keys: list[str]):
 @click.option("--family", "families", multiple=True, type=click.Choice(tuple(FAMILIES)),
               help="Only this address family.")
 @click.option("--failed", is_flag=True, help="Only binds that fail.")
-@click.option("--pid", "pids", multiple=True, callback=options.ints("pid", 1, 4194304),
-              help="Only this process (tgid).")
-@click.option("--comm", "comms", multiple=True, help="Only this comm.")
+@options.pid_option()
+@options.comm_option()
 @click.option("--conflict", type=click.Choice(("auto", "sock_diag")), default="auto",
               show_default=True,
               help="How holders are found: kprobes where the kernel has them, else sock_diag;"
@@ -347,10 +346,7 @@ def subcommand(req: BindRequest, keys: list[str]):
 @options.common_options
 def command(ports, addrs, families, failed, pids, comms, conflict, **common) -> None:
     """Binds and their failures; on EADDRINUSE, who holds the port and how to prevent it."""
-    for name in options.strs(comms):
-        if len(name.encode()) > 15:
-            raise click.BadParameter(f"comm {name!r} is longer than 15 bytes", param_hint="--comm")
     req = BindRequest(ports=ports, addrs=addrs, families=list(families), failed=failed,
-                      pids=pids, comms=options.strs(comms),
+                      pids=pids, comms=comms,
                       conflict=None if conflict == "auto" else conflict)
     options.run(subcommand(req, list(common["keys"])), common)

@@ -128,13 +128,11 @@ def subcommand(req: ExecRequest, keys: list[str]):
 @click.command()
 @click.option("--privileged", is_flag=True,
               help="Only executions that end with uid != euid and euid 0 (setuid root).")
-@click.option("--pid", "pids", multiple=True, callback=options.ints("pid", 1, 4194304),
-              help="Only this caller (tgid).")
-@click.option("--comm", "comms", multiple=True, help="Only callers with this comm.")
-@click.option("--uid", "uids", multiple=True, callback=options.ints("uid", 0, 4294967294),
-              help="Only callers with this real uid.")
+@options.pid_option("Only this caller (tgid).")
+@options.comm_option("Only callers with this comm.")
+@options.uid_option("Only callers with this real uid.")
 @options.common_options
 def command(privileged, pids, comms, uids, **common) -> None:
     """Program executions (execve, execveat) with argv, as audit's EXECVE record."""
-    req = ExecRequest(privileged=privileged, pids=pids, comms=options.strs(comms), uids=uids)
+    req = ExecRequest(privileged=privileged, pids=pids, comms=comms, uids=uids)
     options.run(subcommand(req, list(common["keys"])), common)

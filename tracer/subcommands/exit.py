@@ -141,13 +141,12 @@ def _exe(_ctx, _param, value: str | None) -> str | None:
               help="Only processes running this executable (by inode, as audit's -F exe).")
 @click.option("--code", type=click.IntRange(-(1 << 31), (1 << 31) - 1), metavar="N",
               help="Only exit/exit_group calls with this code (a0); leaves out signal deaths.")
-@click.option("--comm", "comms", multiple=True, help="Only processes with this comm.")
-@click.option("--pid", "pids", multiple=True, callback=options.ints("pid", 1, 4194304),
-              help="Only this process (tgid).")
+@options.comm_option("Only processes with this comm.")
+@options.pid_option()
 @options.common_options
 def command(exe, code, comms, pids, **common) -> None:
     """How processes end: exit/exit_group with the code, or the signal that killed them."""
-    req = ExitRequest(exe=exe, code=code, comms=options.strs(comms), pids=pids)
+    req = ExitRequest(exe=exe, code=code, comms=comms, pids=pids)
     options.run(subcommand(req, list(common["keys"])), common)
 
 

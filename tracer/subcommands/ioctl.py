@@ -102,11 +102,10 @@ def _paths(_ctx, _param, values) -> list[str]:
               help="Only this request: RTC_SET_TIME, TCGETS, 0x4024700a (repeatable).")
 @click.option("--path", "paths", multiple=True, callback=_paths,
               help="Only ioctls on this file (its inode and device; repeatable).")
-@click.option("--pid", "pids", multiple=True, callback=options.ints("pid", 1, 4194304),
-              help="Only this process (tgid).")
-@click.option("--comm", "comms", multiple=True, help="Only this comm.")
+@options.pid_option()
+@options.comm_option()
 @options.common_options
 def command(requests, paths, pids, comms, **common) -> None:
     """ioctl calls: the request decoded and the file behind the descriptor."""
-    req = IoctlRequest(requests=requests, paths=paths, pids=pids, comms=options.strs(comms))
+    req = IoctlRequest(requests=requests, paths=paths, pids=pids, comms=comms)
     options.run(subcommand(req, list(common["keys"])), common)

@@ -144,27 +144,18 @@ def _signals(_ctx, _param, value) -> list[int]:
 @click.option("--sig", "signals", callback=_signals, metavar="LIST",
               help="Signals to report: numbers or names (15,12 / TERM,USR2 / SIGTERM)."
               " Default: all.")
-@click.option("--pid", "pids", multiple=True, callback=options.ints("pid", 1, 4194304),
-              help="Only senders with this pid (tgid).")
-@click.option("--comm", "comms", multiple=True, help="Only senders with this comm.")
-@click.option("--uid", "uids", multiple=True, callback=options.ints("uid", 0, 4294967294),
-              help="Only senders with this real uid.")
-@click.option("--target-pid", "target_pids", multiple=True,
-              callback=options.ints("pid", 1, 4194304),
-              help="Only signals to this pid.")
-@click.option("--target-comm", "target_comms", multiple=True, help="Only signals to this comm.")
+@options.pid_option("Only senders with this pid (tgid).")
+@options.comm_option("Only senders with this comm.")
+@options.uid_option("Only senders with this real uid.")
+@options.pid_option("Only signals to this pid.", "--target-pid", "target_pids")
+@options.comm_option("Only signals to this comm.", "--target-comm", "target_comms")
 @click.option("--kernel-signals/--no-kernel-signals", default=True, show_default=True,
               help="Also report signals the kernel generates itself (faults, SIGPIPE, OOM).")
 @options.common_options
 def command(signals, pids, comms, uids, target_pids, target_comms, kernel_signals,
             **common) -> None:
     """Who sends which signal to whom (kill, tkill, tgkill, sigqueue, pidfd)."""
-    for hint, names in (("--comm", comms), ("--target-comm", target_comms)):
-        for name in options.strs(names):
-            if len(name.encode()) > 15:
-                raise click.BadParameter(f"comm {name!r} is longer than 15 bytes",
-                                         param_hint=hint)
-    req = KillRequest(signals=signals, pids=pids, comms=options.strs(comms), uids=uids,
-                           target_pids=target_pids, target_comms=options.strs(target_comms),
-                           kernel_signals=kernel_signals)
+    req = KillRequest(signals=signals, pids=pids, comms=comms, uids=uids,
+                      target_pids=target_pids, target_comms=target_comms,
+                      kernel_signals=kernel_signals)
     options.run(subcommand(req, list(common["keys"])), common)

@@ -380,9 +380,8 @@ def _duration(_ctx, _param, value) -> int | None:
               help="A kernel function to time instead (fentry/fexit or kprobe/kretprobe).")
 @click.option("--function-via", type=click.Choice(("auto", "fentry", "kprobe")), default="auto",
               show_default=True, help="Mechanism for --function.")
-@click.option("--pid", "pids", multiple=True, callback=options.ints("pid", 1, 4194304),
-              help="Only this process (tgid).")
-@click.option("--comm", "comms", multiple=True, help="Only processes with this comm.")
+@options.pid_option()
+@options.comm_option("Only processes with this comm.")
 @click.option("--per-process", is_flag=True, help="Also break each histogram down by process.")
 @click.option("--interval", type=float, callback=options.positive, metavar="SECONDS",
               help="Print the histograms of each interval (default: only at exit).")
@@ -404,11 +403,7 @@ def command(syscalls, function, function_via, pids, comms, per_process, interval
     if slower_than and function:
         raise click.BadParameter("applies to --syscall only (a function call is no audit"
                                  " event)", param_hint="--slower-than")
-    comm_list = options.strs(comms)
-    for name in comm_list:
-        if len(name.encode()) > 15:
-            raise click.BadParameter(f"comm {name!r} is longer than 15 bytes", param_hint="--comm")
-    req = LatencyRequest(syscalls=syscalls, function=function, pids=list(pids), comms=comm_list,
+    req = LatencyRequest(syscalls=syscalls, function=function, pids=list(pids), comms=comms,
                          per_process=per_process, slower_than_ns=slower_than, interval=interval,
                          heatmap=heatmap, heatmap_step=heatmap_step or interval or 1.0,
                          json=common["fmt"] == "json")

@@ -93,11 +93,10 @@ def subcommand(req: NetRequest, keys: list[str]):
               help="Only this port (connect: the remote one; accept: the peer's).")
 @click.option("--addr", "addrs", multiple=True, callback=options.addresses,
               help="Only this address (connect: remote; accept: the peer).")
-@click.option("--pid", "pids", multiple=True, callback=options.ints("pid", 1, 4194304),
-              help="Only this process (tgid).")
-@click.option("--comm", "comms", multiple=True, help="Only this comm.")
+@options.pid_option()
+@options.comm_option()
 @options.common_options
 def command(ports, addrs, pids, comms, **common) -> None:
     """Outgoing connects and accepted connections, with the address, success and failure."""
-    req = NetRequest(ports=ports, addrs=addrs, pids=pids, comms=options.strs(comms))
+    req = NetRequest(ports=ports, addrs=addrs, pids=pids, comms=comms)
     options.run(subcommand(req, list(common["keys"])), common)
