@@ -163,6 +163,14 @@ def machine_arches() -> tuple[int, int]:
         raise ValueError(f"no 64/32-bit audit arch pair for 0x{native:x}") from None
 
 
+def rule_syscalls(arch: str, names) -> list[int]:
+    """The numbers of syscalls `names` under a rule's `-F arch=b64|b32`, leaving out those
+    that arch lacks."""
+    b64, b32 = machine_arches()
+    const = {"b64": b64, "b32": b32}[arch]
+    return [n for n in (tables.syscall_number(const, name) for name in names) if n is not None]
+
+
 def _arch_value(value: int | str) -> int:
     if isinstance(value, int):
         return value & 0xFFFFFFFF

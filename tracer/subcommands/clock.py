@@ -16,10 +16,9 @@ import time
 from dataclasses import dataclass
 
 import click
-from audtrace.compat import tables
 from audtrace.compat.record import Event, Record, enc_int, enc_str
 from audtrace.tracer import audit_records, options
-from audtrace.tracer.audit_netlink import AuditRule, machine_arches
+from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
 from audtrace.tracer.events import Clock, SyscallEvent, decode_syscall
 from audtrace.tracer.probes import ProgramSpec
 
@@ -107,15 +106,12 @@ def audit_rules(keys: list[str], arch: str = "b64") -> list[AuditRule]:
     """The classic time-change watch: `-S clock_settime -S settimeofday -S adjtimex
     -S clock_adjtime` plus `-S ioctl -F a1=0x4024700a`. Audit cannot tell an adjtimex read
     from a change (the modes are in memory): its side reports both."""
-    b64, b32 = machine_arches()
-    arch_const = {"b64": b64, "b32": b32}[arch]
-    nrs = [n for n in (tables.syscall_number(arch_const, s) for s in SYSCALLS[:-1])
-           if n is not None]
+    nrs = rule_syscalls(arch, SYSCALLS[:-1])
     tail = [("key", "=", k) for k in keys]
     rules = [AuditRule(syscalls=nrs, fields=[("arch", "=", arch), *tail])]
-    ioctl = tables.syscall_number(arch_const, "ioctl")
-    if ioctl is not None:
-        rules.append(AuditRule(syscalls=[ioctl],
+    ioctl = rule_syscalls(arch, ["ioctl"])
+    if ioctl:
+        rules.append(AuditRule(syscalls=ioctl,
                                fields=[("arch", "=", arch), ("a1", "=", RTC_SET_TIME), *tail]))
     return rules
 

@@ -12,10 +12,9 @@ import os
 from dataclasses import dataclass, field
 
 import click
-from audtrace.compat import tables
 from audtrace.compat.record import Event, enc_str
 from audtrace.tracer import audit_records, options
-from audtrace.tracer.audit_netlink import AuditRule, machine_arches
+from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
 from audtrace.tracer.events import (
     Clock,
     FileInfo,
@@ -106,9 +105,7 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
 
 def audit_rules(req: ExecRequest, keys: list[str], arch: str = "b64") -> list[AuditRule]:
     """`-a always,exit -F arch=b64 -S execve -S execveat [-C uid!=euid -F euid=0] -k KEY`."""
-    b64, b32 = machine_arches()
-    arch_const = {"b64": b64, "b32": b32}[arch]
-    nrs = [n for n in (tables.syscall_number(arch_const, s) for s in SYSCALLS) if n is not None]
+    nrs = rule_syscalls(arch, SYSCALLS)
     fields: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
     if req.privileged:
         fields += [("field_compare", "!=", AUDIT_COMPARE_UID_TO_EUID), ("euid", "=", 0)]

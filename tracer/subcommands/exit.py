@@ -15,10 +15,9 @@ import os
 from dataclasses import dataclass, field
 
 import click
-from audtrace.compat import tables
 from audtrace.compat.record import Event, Record, enc_int, enc_str
 from audtrace.tracer import audit_records, options
-from audtrace.tracer.audit_netlink import AuditRule, machine_arches
+from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
 from audtrace.tracer.events import Clock, SyscallEvent, decode_syscall
 from audtrace.tracer.probes import ProgramSpec
 
@@ -109,9 +108,7 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
 def audit_rules(req: ExitRequest, keys: list[str], arch: str = "b64") -> list[AuditRule]:
     """`-a always,exit -F arch=b64 -S exit -S exit_group [-F a0=N] [-F exe=PATH] -k KEY`.
     Audit has no rule for deaths by signal (its ANOM_ABEND covers core dumps only)."""
-    b64, b32 = machine_arches()
-    arch_const = {"b64": b64, "b32": b32}[arch]
-    nrs = [n for n in (tables.syscall_number(arch_const, s) for s in SYSCALLS) if n is not None]
+    nrs = rule_syscalls(arch, SYSCALLS)
     fields: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
     if req.code is not None:
         fields.append(("a0", "=", req.code))

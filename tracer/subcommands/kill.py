@@ -9,11 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import click
-from audtrace.compat import tables
 from audtrace.compat.record import Event, dec_str
 from audtrace.compat.signals import parse_signals
 from audtrace.tracer import audit_records, options
-from audtrace.tracer.audit_netlink import AuditRule, machine_arches
+from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
 from audtrace.tracer.events import (
     Clock,
     KernelSignal,
@@ -84,13 +83,10 @@ def audit_rules(signals: list[int], keys: list[str], arch: str = "b64") -> list[
     """The same request as kernel audit rules: one per (argument, signal), as auditctl would
     write `-a always,exit -F arch=b64 -S kill -S tkill ... -F a1=15 -F key=KEY`.
     No signals: one rule for all six syscalls, every signal."""
-    b64, b32 = machine_arches()
-    arch_const = {"b64": b64, "b32": b32}[arch]
     tail = [("key", "=", k) for k in keys]
     by_arg: dict[str, list[int]] = {}
     for name, arg in SIGNAL_ARG.items():
-        nr = tables.syscall_number(arch_const, name)
-        if nr is not None:  # None: not on this arch
+        for nr in rule_syscalls(arch, [name]):  # none when the arch lacks it
             by_arg.setdefault(f"a{arg}", []).append(nr)
     if not signals:
         every = [nr for nrs in by_arg.values() for nr in nrs]

@@ -12,10 +12,9 @@ import ipaddress
 from dataclasses import dataclass, field
 
 import click
-from audtrace.compat import tables
 from audtrace.compat.record import Event
 from audtrace.tracer import audit_records, options
-from audtrace.tracer.audit_netlink import AuditRule, machine_arches
+from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
 from audtrace.tracer.events import Clock, SyscallEvent, decode_syscall, raw_bytes
 from audtrace.tracer.probes import ProgramSpec
 from audtrace.tracer.subcommands.bind import addr_key
@@ -69,9 +68,7 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
 
 def audit_rules(req: NetRequest, keys: list[str], arch: str = "b64") -> list[AuditRule]:
     """`-a always,exit -F arch=b64 -S connect -S accept -S accept4 [-F pid=P] -k KEY`."""
-    b64, b32 = machine_arches()
-    arch_const = {"b64": b64, "b32": b32}[arch]
-    nrs = [n for n in (tables.syscall_number(arch_const, s) for s in SYSCALLS) if n is not None]
+    nrs = rule_syscalls(arch, SYSCALLS)
     fields: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
     fams = {ipaddress.ip_address(a).version for a in req.addrs}
     if len(fams) == 1:
