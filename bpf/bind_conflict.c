@@ -28,6 +28,18 @@ static __always_inline struct syscall_event *parked(void)
 	return inflight.lookup(&tid);
 }
 
+/* A conflict check's return value, kept when it refused the port (inet_csk_bind_conflict,
+ * udp_lib_get_port). */
+static __always_inline int note_result(struct pt_regs *ctx)
+{
+	struct syscall_event *ev = parked();
+	s32 ret = (s32)PT_REGS_RC(ctx);
+
+	if (ev && ret)
+		ev->extra.cf_result = ret;
+	return 0;
+}
+
 static __always_inline void capture_owner(struct family_extra *x, void *sk2)
 {
 	void *sock, *inode, *net;
@@ -77,12 +89,7 @@ int kprobe__inet_csk_bind_conflict(struct pt_regs *ctx)
 
 int kretprobe__inet_csk_bind_conflict(struct pt_regs *ctx)
 {
-	struct syscall_event *ev = parked();
-	s32 ret = (s32)PT_REGS_RC(ctx);
-
-	if (ev && ret)
-		ev->extra.cf_result = ret;
-	return 0;
+	return note_result(ctx);
 }
 #endif
 
@@ -129,11 +136,6 @@ int kprobe__udp_lib_get_port(struct pt_regs *ctx)
 
 int kretprobe__udp_lib_get_port(struct pt_regs *ctx)
 {
-	struct syscall_event *ev = parked();
-	s32 ret = (s32)PT_REGS_RC(ctx);
-
-	if (ev && ret)
-		ev->extra.cf_result = ret;
-	return 0;
+	return note_result(ctx);
 }
 #endif

@@ -208,18 +208,27 @@ int on_sys_enter(struct sys_enter_ctx *ctx)
 	return 0;
 }
 
+/* The time since this thread's stamp in `start`, which is consumed; 0: it had none. */
+static __always_inline int took(u32 tid, u64 t, u64 *delta)
+{
+	u64 *ts = start.lookup(&tid);
+
+	if (!ts)
+		return 0;
+	*delta = t - *ts;
+	start.delete(&tid);
+	return 1;
+}
+
 int on_sys_exit(struct sys_exit_ctx *ctx)
 {
 	u64 t = now();
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 	u32 tid = (u32)pid_tgid;
-	u64 *ts = start.lookup(&tid);
 	u64 delta;
 
-	if (!ts)
+	if (!took(tid, t, &delta))
 		return 0;
-	delta = t - *ts;
-	start.delete(&tid);
 	record(ctx->nr, pid_tgid >> 32, delta);
 	finish_event(ctx, tid, ctx->ret, delta);
 	return 0;
@@ -266,15 +275,10 @@ static __always_inline int func_exit(void)
 {
 	u64 t = now();
 	u64 pid_tgid = bpf_get_current_pid_tgid();
-	u32 tid = (u32)pid_tgid;
-	u64 *ts = start.lookup(&tid);
 	u64 delta;
 
-	if (!ts)
-		return 0;
-	delta = t - *ts;
-	start.delete(&tid);
-	record(FUNC_NR, pid_tgid >> 32, delta);
+	if (took((u32)pid_tgid, t, &delta))
+		record(FUNC_NR, pid_tgid >> 32, delta);
 	return 0;
 }
 #endif
