@@ -50,22 +50,30 @@ def start_audtrace(args: list[str], output: Path, timeout: float = START_TIMEOUT
         cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO
     )
     tracer = Tracer(proc, output)
+    tracer._reader = follow_stderr(proc, tracer.stderr, timeout, "audtrace")
+    return tracer
+
+
+def follow_stderr(proc: subprocess.Popen, lines: list[str], timeout: float,
+                  what: str) -> threading.Thread:
+    """Collect PROC's stderr into LINES from a thread; return it once PROC says it is
+    tracing, or fail the test (killing PROC) if it never does."""
     ready = threading.Event()
 
     def read() -> None:
         for line in proc.stderr:
-            tracer.stderr.append(line.rstrip("\n"))
+            lines.append(line.rstrip("\n"))
             if line.startswith("audtrace: tracing"):
                 ready.set()
         ready.set()
 
-    tracer._reader = threading.Thread(target=read, daemon=True)
-    tracer._reader.start()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     if not ready.wait(timeout) or proc.poll() is not None:
         proc.kill()
         proc.wait()
-        pytest.fail("audtrace did not start tracing:\n" + "\n".join(tracer.stderr))
-    return tracer
+        pytest.fail(f"{what} did not start tracing:\n" + "\n".join(lines))
+    return reader
 
 
 def act(action: str, sig: int, *extra: str) -> dict:

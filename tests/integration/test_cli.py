@@ -66,6 +66,15 @@ def run(
     return subprocess.CompletedProcess(argv, proc.returncode, out, err or "")
 
 
+def start_both(tmp_path: Path) -> subprocess.Popen:
+    """`audtrace kill` on both sources, its stderr piped for the test to read."""
+    return subprocess.Popen(
+        [AUDTRACE, "kill", "--sig", SIGS, "--source", "both", "-k", KEY,
+         "-o", str(tmp_path / "x.log")],
+        cwd=REPO, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+
+
 def parse_events(text: str) -> dict[tuple, list[tuple[str, dict]]]:
     """{(sec, msec, serial): [(type, fields)]}; every line must parse as audit reads it."""
     assert not text or text.endswith("\n"), "the log ends in a cut line"
@@ -196,24 +205,7 @@ def test_failure_once_rules_are_added(tmp_path):
     after the first notice); should audtrace win that race and print the tracing line
     first, its summary notice at SIGTERM meets the closed pipe instead."""
     before = system_state()
-    proc = subprocess.Popen(
-        [
-            AUDTRACE,
-            "kill",
-            "--sig",
-            SIGS,
-            "--source",
-            "both",
-            "-k",
-            KEY,
-            "-o",
-            str(tmp_path / "x.log"),
-        ],
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_both(tmp_path)
     last = "audtrace: audit was off" if before.audit_enabled == "0" else ""
     try:
         for line in proc.stderr:
@@ -260,24 +252,7 @@ def test_unwritable_stderr(tmp_path):
 def test_signal_during_setup(tmp_path):
     """SIGTERM while BPF is compiling: set-up finishes, nothing is traced, all is put back."""
     before = system_state()
-    proc = subprocess.Popen(
-        [
-            AUDTRACE,
-            "kill",
-            "--sig",
-            SIGS,
-            "--source",
-            "both",
-            "-k",
-            KEY,
-            "-o",
-            str(tmp_path / "x.log"),
-        ],
-        cwd=REPO,
-        stdin=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_both(tmp_path)
     try:
         first = proc.stderr.readline()
         proc.send_signal(signal.SIGTERM)

@@ -26,10 +26,10 @@ from pathlib import Path
 import pytest
 from audtrace.compat.record import parse_line, split_fields
 from audtrace.tracer.histogram import bounds, slot
+from helpers import REPO, follow_stderr
 
 pytestmark = pytest.mark.kernel
 
-REPO = Path(__file__).resolve().parents[2]
 ACTOR = Path(__file__).with_name("latency_actor.py")
 MS = 1_000_000
 PLAN = (
@@ -71,21 +71,7 @@ def latency(*args: str) -> Run:
         stderr=subprocess.PIPE,
     )
     run = Run(proc)
-    ready = threading.Event()
-
-    def read() -> None:
-        for line in proc.stderr:
-            run.stderr.append(line.rstrip("\n"))
-            if line.startswith("audtrace: tracing"):
-                ready.set()
-        ready.set()
-
-    run._reader = threading.Thread(target=read, daemon=True)
-    run._reader.start()
-    if not ready.wait(120) or proc.poll() is not None:
-        proc.kill()
-        proc.wait()
-        pytest.fail("audtrace latency did not start:\n" + "\n".join(run.stderr))
+    run._reader = follow_stderr(proc, run.stderr, 120, "audtrace latency")
     return run
 
 
