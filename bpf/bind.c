@@ -17,7 +17,6 @@
 #define AF_INET 2
 #define AF_INET6 10
 
-/* Kept flat (no nested arrays of structs): BCC must describe it to user space. */
 struct family_extra {
 	u32 addrlen;            /* a2 */
 	u32 saddr_len;          /* bytes of saddr read; 0: no SOCKADDR record */
@@ -40,6 +39,8 @@ struct family_extra {
 	u8 cf_raddr[16];
 	u8 saddr[SADDR_MAX];
 };
+#define FAMILY_EXTRA_LEN(ev) (__builtin_offsetof(struct family_extra, saddr) + \
+	(ev)->extra.saddr_len)
 
 #include "syscall_event.h"
 

@@ -6,9 +6,10 @@
  * command line are captured again, and argv is read where audit reads it, from the new
  * mm's arg_start..arg_end; argc from the top of the new stack. A failed exec keeps the
  * caller's identity and has no EXECVE record, as in audit.
- * The event is larger than the parked one (argv), so it is assembled in a map value of
- * its own CPU and submitted from there (an array indexed by CPU: per-CPU map values are
- * limited to 32 KiB).
+ * What a successful exec adds (argv, the file now mapped, the working directory) is too
+ * large for the parked event: it is assembled in a map value of its own CPU (an array
+ * indexed by CPU: per-CPU map values are limited to 32 KiB) and sent as the event's extra,
+ * argv at its used length.
  */
 #include "file_path.h"
 
@@ -19,19 +20,21 @@ struct family_extra {
 	char filename[NAME_MAX_LEN];
 };
 
+#define WIRE_SPAN 65536         /* room for exec_extra */
 #include "syscall_event.h"
 
-struct exec_event {
-	struct syscall_event ev;
+/* The extra on the wire: the parked name, then what exit adds. */
+struct exec_extra {
+	char filename[NAME_MAX_LEN];
 	u64 argc;
 	u32 argv_len;           /* bytes in argv */
 	u32 argv_full;          /* arg_end - arg_start */
 	struct file_info file;  /* the executable now mapped (success only) */
 	struct exe_path cwd;
-	char argv[ARGV_MAX];
+	char argv[ARGV_MAX];    /* last: sent at argv_len */
 };
 
-BPF_ARRAY(exec_out, struct exec_event, MAX_CPUS);
+BPF_ARRAY(exec_out, struct exec_extra, MAX_CPUS);
 
 static __always_inline int family_want(int nr, const u64 *a)
 {
@@ -48,7 +51,7 @@ static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
 	return 1;
 }
 
-static __always_inline void capture_argv(struct exec_event *out, void *task)
+static __always_inline void capture_argv(struct exec_extra *out, void *task)
 {
 	void *mm = task_ptr(task, OFF_TASK_MM);
 	unsigned long start = 0, end = 0, stack = 0;
@@ -78,7 +81,7 @@ static __always_inline void capture_argv(struct exec_event *out, void *task)
 static __always_inline int family_exit(void *ctx, struct syscall_event *ev)
 {
 	u32 cpu = bpf_get_smp_processor_id();
-	struct exec_event *out = exec_out.lookup(&cpu);
+	struct exec_extra *out = exec_out.lookup(&cpu);
 	void *task = (void *)bpf_get_current_task();
 
 	if (!out) {
@@ -93,9 +96,10 @@ static __always_inline int family_exit(void *ctx, struct syscall_event *ev)
 	}
 	if (PRIVILEGED && !(ev->id.uid != ev->id.euid && ev->id.euid == 0))
 		return 0;
-	bpf_probe_read_kernel(&out->ev, sizeof(out->ev), ev);
+	bpf_probe_read_kernel(out->filename, NAME_MAX_LEN, ev->extra.filename);
 	capture_cwd(&out->cwd, task);
 	out->file.present = 0;
+	out->file.path.len = 0;
 	out->argc = 0;
 	out->argv_len = 0;
 	out->argv_full = 0;
@@ -105,8 +109,7 @@ static __always_inline int family_exit(void *ctx, struct syscall_event *ev)
 		capture_file(&out->file, mm ? task_ptr(mm, OFF_MM_EXE_FILE) : 0);
 		capture_argv(out, task);
 	}
-	if (events.perf_submit(ctx, out, sizeof(*out)) != 0)
-		drops.increment(1);
+	submit_parts(ctx, ev, out, __builtin_offsetof(struct exec_extra, argv) + out->argv_len);
 	return 0;   /* submitted here, not by the caller */
 }
 

@@ -14,7 +14,7 @@ struct file_info {
 	u32 dev, rdev;          /* kernel dev_t: major << 20 | minor */
 	u32 mode, uid, gid;
 	u32 present;            /* 0: no file (bad fd, or nothing captured) */
-	struct exe_path path;
+	struct exe_path path;   /* last: sent at its used length */
 };
 
 /* The struct file behind descriptor fd of task, or 0. */
@@ -64,6 +64,7 @@ static __always_inline void capture_inode(struct file_info *fi, void *inode)
 static __always_inline void capture_file(struct file_info *fi, void *file)
 {
 	fi->present = 0;
+	fi->path.len = 0;
 	fi->path.depth = 0;
 	fi->path.truncated = 0;
 	if (!file)
@@ -77,6 +78,7 @@ static __always_inline void capture_cwd(struct exe_path *out, void *task)
 {
 	void *fs = task_ptr(task, OFF_TASK_FS);
 
+	out->len = 0;
 	out->depth = 0;
 	out->truncated = 0;
 	if (fs)

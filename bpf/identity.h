@@ -11,7 +11,8 @@
 #define TTY_LEN 32
 #define PROCTITLE_LEN 128   /* audit's MAX_PROCTITLE_AUDIT_LEN */
 #define EXE_DEPTH 16        /* path components kept, leaf first */
-#define EXE_PART 64
+#define EXE_PART 64         /* bytes of one component, its NUL included */
+#define PATH_SPAN (EXE_DEPTH * EXE_PART)
 
 #define READ_KERNEL(dst, base, off) \
 	bpf_probe_read_kernel(&(dst), sizeof(dst), (void *)(base) + (off))
@@ -20,20 +21,26 @@ struct comm_key {
 	char comm[COMM_LEN];
 };
 
+/* Who acts, as audit's SYSCALL record names it. The bytes of one identity are the same for
+ * every call of one task with unchanged credentials: user space renders them once. */
 struct identity {
-	u32 pid, ppid, tid;
+	u32 pid, ppid;
 	u32 auid, ses;
 	u32 uid, gid, euid, suid, fsuid, egid, sgid, fsgid;
 	char comm[COMM_LEN];
 	char tty[TTY_LEN];
 };
 
+/* A path as walked in the kernel: its components leaf first, each ending with its NUL, one
+ * after the other; user space reverses and joins them. Sent at its used length. */
 struct exe_path {
-	u32 depth;              /* parts filled */
-	u32 truncated;          /* more components than EXE_DEPTH */
-	/* EXE_DEPTH parts of EXE_PART bytes: one dimension, as BCC describes no 2-D array to
-	 * user space and would misplace every member after it */
-	char parts[EXE_DEPTH * EXE_PART];
+	u16 len;                /* bytes of buf in use */
+	u16 depth;              /* components in buf */
+	u16 truncated;          /* more components than EXE_DEPTH */
+	u16 pad;
+	/* a component is written at a variable offset below PATH_SPAN, up to EXE_PART bytes:
+	 * the verifier must see room for the last one */
+	char buf[PATH_SPAN + EXE_PART];
 };
 
 struct proctitle {
@@ -133,7 +140,6 @@ static __always_inline void capture_identity(struct identity *id, void *task)
 	void *tty = task_ptr(signal, OFF_SIGNAL_TTY);
 
 	id->pid = pid_tgid >> 32;
-	id->tid = (u32)pid_tgid;
 	id->ppid = task_u32(parent, OFF_TASK_TGID);
 #ifdef OFF_TASK_LOGINUID
 	id->auid = task_u32(task, OFF_TASK_LOGINUID);
@@ -185,8 +191,9 @@ static __always_inline void capture_proctitle(struct proctitle *pt, void *task)
 static __always_inline void capture_path(struct exe_path *out, void *dentry, void *vfsmnt)
 {
 	void *mnt = vfsmnt - OFF_MOUNT_MNT;
-	u32 n = 0;
+	u32 n = 0, off = 0;
 
+	out->len = 0;
 	out->depth = 0;
 	out->truncated = 0;
 	if (!dentry || !vfsmnt)
@@ -196,6 +203,7 @@ static __always_inline void capture_path(struct exe_path *out, void *dentry, voi
 		void *root = task_ptr(mnt, OFF_MOUNT_MNT + OFF_VFSMOUNT_MNT_ROOT);
 		void *parent;
 		void *name;
+		long got;
 
 		if (dentry == root) {
 			void *mnt_parent = task_ptr(mnt, OFF_MOUNT_MNT_PARENT);
@@ -214,11 +222,17 @@ static __always_inline void capture_path(struct exe_path *out, void *dentry, voi
 			break;
 		}
 		name = task_ptr(dentry, OFF_DENTRY_D_NAME_NAME);
-		bpf_probe_read_kernel_str(&out->parts[(n & (EXE_DEPTH - 1)) * EXE_PART], EXE_PART,
-					  name);
+		/* off < PATH_SPAN: at most EXE_DEPTH - 1 components of EXE_PART bytes before */
+		got = bpf_probe_read_kernel_str(&out->buf[off & (PATH_SPAN - 1)], EXE_PART, name);
+		if (got <= 0) {
+			out->buf[off & (PATH_SPAN - 1)] = 0;    /* unreadable: an empty component */
+			got = 1;
+		}
+		off += got;
 		n++;
 		dentry = parent;
 	}
+	out->len = off;
 	out->depth = n;
 }
 
@@ -234,6 +248,7 @@ static __always_inline void capture_exe(struct exe_path *exe, void *task)
 	void *mm = task_ptr(task, OFF_TASK_MM);
 	void *file = mm ? task_ptr(mm, OFF_MM_EXE_FILE) : 0;
 
+	exe->len = 0;
 	exe->depth = 0;
 	exe->truncated = 0;
 	if (!file)

@@ -10,6 +10,9 @@
 struct family_extra {
 	struct file_info file;
 };
+/* sent up to the end of the file's path */
+#define FAMILY_EXTRA_LEN(ev) (__builtin_offsetof(struct family_extra, file.path.buf) + \
+	(ev)->extra.file.path.len)
 
 #include "syscall_event.h"
 

@@ -24,6 +24,8 @@ struct family_extra {
 	u16 port;               /* host order, inet/inet6 only */
 	u8 saddr[SADDR_MAX];
 };
+#define FAMILY_EXTRA_LEN(ev) (__builtin_offsetof(struct family_extra, saddr) + \
+	(ev)->extra.saddr_len)
 
 #include "syscall_event.h"
 

@@ -148,6 +148,7 @@ static __always_inline int rules_on_enter(void *ctx, s32 nr, const u64 *args)
 		return 0;
 	ev->ktime = now();
 	ev->kind = EV_SYSCALL;
+	ev->tid = tid;
 	ev->nr = nr;
 	ev->ret = 0;
 	capture_args(ev->args, a, nr, syscall_nargs(nr));

@@ -22,6 +22,10 @@ struct family_extra {
 	u32 pad;
 	struct target targets[MAX_TARGETS];
 };
+/* sent up to the targets kept */
+#define FAMILY_EXTRA_LEN(ev) (__builtin_offsetof(struct family_extra, targets) + \
+	((ev)->extra.ntargets < MAX_TARGETS ? (ev)->extra.ntargets : MAX_TARGETS) * \
+	sizeof(struct target))
 
 #include "syscall_event.h"
 
@@ -125,7 +129,7 @@ static __always_inline int target_checked(const struct syscall_event *ev)
 	if (ev->ret == -ERR_SRCH || ev->ret == -ERR_INVAL || ev->ret == -ERR_FAULT)
 		return 0;
 	if ((ev->nr == NR_RT_SIGQUEUEINFO || ev->nr == NR_RT_TGSIGQUEUEINFO) &&
-	    ev->ret == -ERR_PERM && (code >= 0 || code == CODE_TKILL) && target_arg(ev) != ev->id.tid)
+	    ev->ret == -ERR_PERM && (code >= 0 || code == CODE_TKILL) && target_arg(ev) != ev->tid)
 		return 0;
 	return 1;
 }

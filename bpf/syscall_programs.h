@@ -22,7 +22,7 @@ int on_sys_enter(struct sys_enter_ctx *ctx)
 	capture_args(ev->args, a, ctx->nr, syscall_nargs(ctx->nr));
 	if (!family_enter(ev, a))
 		return 0;
-	if (inflight.update(&ev->id.tid, ev) != 0)
+	if (inflight.update(&ev->tid, ev) != 0)
 		drops.increment(0);
 	return 0;
 }

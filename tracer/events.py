@@ -1,23 +1,28 @@
-"""Normalized events: what a BPF program reported, decoded from its C struct into plain data.
+"""Normalized events: what a BPF program reported, decoded from the bytes it sent.
+
+An event arrives as the bytes of `struct syscall_event` (bpf/syscall_event.h) at its used
+length: the fixed head, then the command line, the family's extra and the executable's
+path. The layouts are read from the C source (tracer/cstruct.py). What repeats from one
+event to the next (the caller's identity, a signal's target) is decoded once and shared:
+the same bytes give the same object, and the records rendered from it are kept with it.
 
 Nothing here knows the audit text format; tracer/audit_records.py turns these into records.
 """
 
 from __future__ import annotations
 
-import ctypes
 import time
 from dataclasses import dataclass, field
 
-EXE_DEPTH, EXE_PART = 16, 64   # bpf/identity.h
+from audtrace.tracer.cstruct import Codec, Source
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Identity:
-    """The acting task as audit's SYSCALL record describes it."""
+    """The acting task as audit's SYSCALL record describes it. Shared by every event of
+    the same task, credentials and command line; never changed once made."""
     pid: int
     ppid: int
-    tid: int
     auid: int
     ses: int
     uid: int
@@ -32,16 +37,19 @@ class Identity:
     tty: str | None
     exe: bytes | None
     proctitle: bytes
+    # renderings kept by tracer/audit_records.py (the SYSCALL fields, PROCTITLE)
+    memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class Target:
-    """A signal's target as audit's OBJ_PID record describes it."""
+    """A signal's target as audit's OBJ_PID record describes it. Shared, never changed."""
     pid: int
     auid: int
     uid: int
     ses: int
     comm: bytes
+    memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
 
 @dataclass(slots=True)
@@ -56,6 +64,7 @@ class SyscallEvent:
     targets: list[Target] = field(default_factory=list)
     targets_dropped: int = 0  # targets past what the kernel side keeps
     detail: object = None
+    mono_ns: int = 0          # the program's monotonic stamp: orders events exactly
 
 
 @dataclass(slots=True)
@@ -68,39 +77,7 @@ class KernelSignal:
     group: bool
     context: Identity         # the task in whose context the kernel generated it
     victim: Target
-
-
-def _cstr(raw) -> bytes:
-    return bytes(raw).split(b"\0", 1)[0]
-
-
-def _bytes(obj, name: str) -> bytes:
-    """A char array member's bytes, NULs included (ctypes would stop at the first NUL)."""
-    f = getattr(type(obj), name)
-    return ctypes.string_at(ctypes.addressof(obj) + f.offset, f.size)
-
-
-raw_bytes = _bytes   # public: families decode their own char arrays with it
-
-
-def _exe(exe) -> bytes | None:
-    depth = int(exe.depth)
-    if depth == 0:
-        return None
-    raw = _bytes(exe, "parts")
-    parts = [_cstr(raw[i * EXE_PART:(i + 1) * EXE_PART]) for i in range(depth - 1, -1, -1)]
-    return b"/" + b"/".join(parts)
-
-
-def identity_of(c) -> Identity:
-    ident, title = c.id, c.title
-    tty = _cstr(ident.tty).decode(errors="replace") or None
-    return Identity(
-        pid=ident.pid, ppid=ident.ppid, tid=ident.tid, auid=ident.auid, ses=ident.ses,
-        uid=ident.uid, gid=ident.gid, euid=ident.euid, suid=ident.suid, fsuid=ident.fsuid,
-        egid=ident.egid, sgid=ident.sgid, fsgid=ident.fsgid, comm=_cstr(ident.comm), tty=tty,
-        exe=_exe(c.exe), proctitle=_bytes(title, "buf")[: int(title.len)].rstrip(b"\0"),
-    )
+    mono_ns: int = 0
 
 
 @dataclass(slots=True)
@@ -116,21 +93,18 @@ class FileInfo:
     truncated: bool = False   # deeper than the kernel side walks: leading components missing
 
 
-def path_of(p) -> bytes:
-    """A `struct exe_path` walked from a dentry; no component is the root itself."""
-    return _exe(p) or b"/"
+def _cstr(raw: bytes) -> bytes:
+    return raw.split(b"\0", 1)[0]
 
 
-def file_of(fi) -> FileInfo | None:
-    if not fi.present:
+def join_path(buf: bytes) -> bytes | None:
+    """A walked path (components leaf first, each NUL-terminated) as /a/b/c; None if empty."""
+    if not buf:
         return None
-    return FileInfo(path=path_of(fi.path), ino=int(fi.ino), dev=int(fi.dev), rdev=int(fi.rdev),
-                    mode=int(fi.mode), uid=int(fi.uid), gid=int(fi.gid),
-                    truncated=bool(fi.path.truncated))
-
-
-def target_of(t) -> Target:
-    return Target(pid=t.pid, auid=t.auid, uid=t.uid, ses=t.ses, comm=_cstr(t.comm))
+    parts = buf.split(b"\0")
+    parts.pop()               # after the last NUL
+    parts.reverse()
+    return b"/" + b"/".join(parts)
 
 
 class Clock:
@@ -161,7 +135,101 @@ class Clock:
         return mono_ns + self.offset
 
 
-def decode_syscall(c, arch: int, clock: Clock) -> SyscallEvent:
-    """The part of a `struct syscall_event` (bpf/syscall_event.h) every family shares."""
-    return SyscallEvent(time_ns=clock.realtime(int(c.ktime)), arch=arch, nr=int(c.nr),
-                        args=tuple(int(a) for a in c.args), ret=int(c.ret), who=identity_of(c))
+class Cache(dict):
+    """A dict of decoded objects by the bytes they came from, emptied when it grows past
+    `limit` (a storm of distinct senders must not grow it without end)."""
+
+    def __init__(self, limit: int = 8192) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def put(self, key, value):
+        if len(self) >= self.limit:
+            self.clear()
+        self[key] = value
+        return value
+
+
+class Decoder:
+    """Reads the events of one program: its layouts come from the program's C source."""
+
+    def __init__(self, src: Source, arch: int, clock: Clock) -> None:
+        self.src, self.arch, self.clock = src, arch, clock
+        ev = src.struct("syscall_event")
+        self.head = src.codec("syscall_event", end="id")
+        self.id_at, self.id_end = ev.offset("id"), ev.offset("title")
+        self.identity = src.codec("identity")
+        self.target = src.codec("target") if src.has_struct("target") else None
+        self.identities = Cache()
+        self.targets_seen = Cache()
+        self._codecs: dict[tuple, Codec] = {}
+
+    def codec(self, name: str, start: str | None = None, end: str | None = None) -> Codec:
+        key = (name, start, end)
+        c = self._codecs.get(key)
+        if c is None:
+            c = self._codecs[key] = self.src.codec(name, start, end)
+        return c
+
+    def const(self, name: str) -> int:
+        return self.src.const(name)
+
+    def split(self, buf: bytes):
+        """(head fields, the caller's Identity, the family's extra bytes) of one event."""
+        h = self.head.unpack_from(buf)
+        at = self.id_end
+        title = buf[at:at + h.title_len]
+        at += h.title_len
+        extra = buf[at:at + h.extra_len]
+        at += h.extra_len
+        exe = buf[at:at + h.exe_len]
+        key = (buf[self.id_at:self.id_end], title, exe)
+        who = self.identities.get(key)
+        if who is None:
+            who = self.identities.put(key, self._identity(key[0], title, exe))
+        return h, who, extra
+
+    def _identity(self, raw: bytes, title: bytes, exe: bytes) -> Identity:
+        i = self.identity.unpack_from(raw)
+        return Identity(
+            pid=i.pid, ppid=i.ppid, auid=i.auid, ses=i.ses, uid=i.uid, gid=i.gid,
+            euid=i.euid, suid=i.suid, fsuid=i.fsuid, egid=i.egid, sgid=i.sgid, fsgid=i.fsgid,
+            comm=_cstr(i.comm), tty=_cstr(i.tty).decode(errors="replace") or None,
+            exe=join_path(exe), proctitle=title.rstrip(b"\0"))
+
+    def syscall(self, h, who: Identity) -> SyscallEvent:
+        """The part of an event every syscall family shares."""
+        return SyscallEvent(time_ns=h.ktime + self.clock.offset, arch=self.arch, nr=h.nr,
+                            args=(h.args_0, h.args_1, h.args_2, h.args_3), ret=h.ret,
+                            who=who, mono_ns=h.ktime)
+
+    def targets(self, raw: bytes) -> list[Target]:
+        """`struct target`s one after the other, each decoded once per distinct bytes."""
+        size = self.target.size
+        out = []
+        for at in range(0, len(raw) - size + 1, size):
+            key = raw[at:at + size]
+            t = self.targets_seen.get(key)
+            if t is None:
+                v = self.target.unpack_from(key)
+                t = self.targets_seen.put(key, Target(pid=v.pid, auid=v.auid, uid=v.uid,
+                                                      ses=v.ses, comm=_cstr(v.comm)))
+            out.append(t)
+        return out
+
+    def file(self, raw: bytes, at: int = 0) -> FileInfo | None:
+        """The `struct file_info` at `at` (its path's bytes as its len says)."""
+        c = self.codec("file_info", end="path")
+        f = c.unpack_from(raw, at)
+        if not f.present:
+            return None
+        path, truncated = self.path(raw, at + self.src.struct("file_info").offset("path"))
+        return FileInfo(path=path or b"/", ino=f.ino, dev=f.dev, rdev=f.rdev, mode=f.mode,
+                        uid=f.uid, gid=f.gid, truncated=truncated)
+
+    def path(self, raw: bytes, at: int) -> tuple[bytes | None, bool]:
+        """The `struct exe_path` at `at`: (the path, None when empty; truncated)."""
+        c = self.codec("exe_path", end="buf")
+        p = c.unpack_from(raw, at)
+        start = at + c.size
+        return join_path(raw[start:start + p.len]), bool(p.truncated)

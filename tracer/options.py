@@ -91,10 +91,20 @@ def audit_keys(_ctx, _param, values: tuple[str, ...]) -> tuple[str, ...]:
     return values
 
 
-def power_of_two(_ctx, _param, value: int) -> int:
-    if value < 1 or value & (value - 1):
-        raise click.BadParameter(f"must be a power of two, not {value}")
-    return value
+_UNITS = {"": 1 << 20, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+def buffer_size(_ctx, _param, value: str) -> int:
+    """`32`, `32M`, `512K`, `1G` -> bytes (a bare number is MiB)."""
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1:] if text[-1:] in ("K", "M", "G") else ""
+    num = text[: len(text) - len(unit)]
+    if not num.isdigit() or int(num) == 0:
+        raise click.BadParameter(f"{value!r} is not a size: say 32, 32M, 512K or 1G")
+    size = int(num) * _UNITS[unit]
+    if size > 4 << 30:
+        raise click.BadParameter(f"{value!r} is more than 4G")
+    return size
 
 
 def common_options(f: Callable) -> Callable:
@@ -112,9 +122,11 @@ def common_options(f: Callable) -> Callable:
                      help="Stop after this many seconds."),
         click.option("--count", type=int, callback=positive, metavar="N",
                      help="Stop after N events."),
-        click.option("--buffer-pages", type=int, default=256, show_default=True,
-                     callback=power_of_two, metavar="N",
-                     help="eBPF perf buffer pages per CPU (a power of two), as auditctl -b."),
+        click.option("-b", "--buffer", "buffer_bytes", default="32M", show_default=True,
+                     callback=buffer_size, metavar="SIZE",
+                     help="Room for eBPF events waiting to be written, all CPUs together"
+                     " (32M, 512K; rounded up to a power of two), as auditctl -b sizes"
+                     " audit's backlog."),
     ]
     for opt in reversed(opts):
         f = opt(f)
@@ -140,7 +152,7 @@ def run(sub, common: dict) -> None:
         else:
             opts = Options(source=common["source"], fmt=common["fmt"], output=common["output"],
                            keys=list(common["keys"]), duration=common["duration"],
-                           count=common["count"], buffer_pages=common["buffer_pages"])
+                           count=common["count"], buffer_bytes=common["buffer_bytes"])
             code = Session(sub, opts).run()
     except (SessionError, SinkError, ProbeError, AuditError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

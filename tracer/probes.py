@@ -1,8 +1,11 @@
-"""Compile a program from bpf/, attach it, and read its perf buffer.
+"""Compile a program from bpf/, attach it, and read what it sends.
 
 A subcommand declares a `ProgramSpec` (which C file, which syscall tracepoints, which
 constants and filter sets); this module turns the declaration into a running program.
 Constants are prepended as #defines, so an unused filter costs nothing in the kernel.
+Events come through the BPF ring buffer where the kernel has one (5.8+), else per-CPU perf
+buffers; either way the callback only copies the bytes, and the session decodes them in
+batches after each poll.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 from audtrace.compat import tables
 from audtrace.tracer import kernel_layout
 from audtrace.tracer.btf import BTF, BTFError
+from audtrace.tracer.cstruct import Source
 from audtrace.tracer.system import BTF_VMLINUX
 
 BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
@@ -31,9 +35,6 @@ class ProgramSpec:
     defines: dict[str, int | str] = field(default_factory=dict)
     # map name -> keys to insert (ints for u32 keys, bytes for comm keys)
     filters: dict[str, list[int | bytes]] = field(default_factory=dict)
-    # a map whose value type is the event struct: BCC describes nested structs and arrays
-    # for map values, not for perf output
-    event_struct_map: str = "inflight"
     enter_fn: str = "on_sys_enter"
     exit_fn: str = "on_sys_exit"
     # attaches what is not a syscall tracepoint (bcc.BPF, tracefs root); runs before those
@@ -101,18 +102,38 @@ def load_layout() -> kernel_layout.Layout:
         return kernel_layout.from_headers()
 
 
-class Program:
-    """One compiled and attached BPF program."""
+PAGE = 4096
+DEFAULT_BUFFER = 32 << 20          # bytes of event buffer, all CPUs together
+POLL_MS = 50                        # the longest an event waits in the buffer when idle
 
-    def __init__(self, spec: ProgramSpec, layout: kernel_layout.Layout, tracefs: Path) -> None:
+
+def pow2_at_least(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+class Program:
+    """One compiled and attached BPF program, and the buffer its events come through.
+
+    `buffer_bytes` is the room for events waiting to be read, all CPUs together: the ring
+    buffer's size (a power of two, at least a page), or split into the per-CPU perf buffers.
+    """
+
+    def __init__(self, spec: ProgramSpec, layout: kernel_layout.Layout, tracefs: Path,
+                 buffer_bytes: int = DEFAULT_BUFFER) -> None:
         from bcc import BPF  # imported late: `audtrace --help` must not need BCC
 
         self.spec = spec
         self.layout = layout
         self.missing: list[str] = []    # syscalls this kernel has no tracepoint for
         self.perf_lost = 0              # what the perf buffer's lost records said, a cross-check
+        self.pending: list[bytes] = []  # copied by the callback, taken by the session
+        self.buffer_bytes = pow2_at_least(max(buffer_bytes, PAGE) // PAGE) * PAGE
         arch = tables.host_arch()
-        defines: dict[str, int | str] = {}
+        ncpu = os.cpu_count() or 1
+        defines: dict[str, int | str] = {
+            "MAX_CPUS": ncpu,
+            "RINGBUF_PAGES": self.buffer_bytes // PAGE,
+        }
         nargs: dict[int, int] = {}
         for name in spec.syscalls:
             nr = tables.syscall_number(arch, name)
@@ -127,6 +148,10 @@ class Program:
         optional = []
         if kernel_layout.has_register_offsets(layout) and kernel_version() >= (5, 15):
             optional.append("HAVE_TASK_PT_REGS")
+        # AUDTRACE_OUTPUT=perf takes the perf-buffer path on a kernel with a ring buffer
+        # (tests run both paths on one machine)
+        if kernel_version() >= (5, 8) and os.environ.get("AUDTRACE_OUTPUT") != "perf":
+            optional.append("USE_RINGBUF")
         last_error: Exception | None = None
         while True:
             prelude = layout.prelude() + "".join(f"#define {k} {v}\n" for k, v in defines.items())
@@ -134,6 +159,7 @@ class Program:
             try:
                 self.bpf = BPF(text=prelude + source, cflags=["-w"])
                 self._attach(tracefs)
+                self.src = Source(prelude + source)
                 break
             except Exception as e:  # BCC raises bare Exception for compile/load errors
                 last_error = e
@@ -172,20 +198,62 @@ class Program:
                     k = table.Key(key)
                 table[k] = table.Leaf(1)
 
-    def open_events(self, on_event: Callable[[object], None], pages: int = 256) -> None:
-        table = self.bpf["events"]
-        ptr = ctypes.POINTER(self.bpf[self.spec.event_struct_map].Leaf)
+    @property
+    def ring(self) -> bool:
+        return "USE_RINGBUF" in self.features
 
-        def _raw(_cpu: int, data: int, _size: int) -> None:
-            on_event(ctypes.cast(data, ptr).contents)
+    def output(self) -> str:
+        """How events reach user space, for the tracing line."""
+        mib = self.buffer_bytes / (1 << 20)
+        size = f"{mib:g} MiB" if mib >= 1 else f"{self.buffer_bytes // 1024} KiB"
+        return f"ring buffer {size}" if self.ring else f"perf buffers {size}"
+
+    def open_events(self) -> None:
+        """Events are copied as they are read (the kernel's buffer is reused at once) and
+        wait in `pending` for the session; nothing else runs in the callback."""
+        table = self.bpf["events"]
+        keep = self.pending.append
+        copy = ctypes.string_at
+
+        if self.ring:
+            def _ring(_ctx, data, size):
+                keep(copy(data, size))
+                return 0
+
+            table.open_ring_buffer(_ring)
+            return
+
+        def _raw(_cpu, data, size):
+            keep(copy(data, size))
 
         def _lost(count: int) -> None:
             self.perf_lost += count
 
-        table.open_perf_buffer(_raw, page_cnt=pages, lost_cb=_lost)
+        ncpu = os.cpu_count() or 1
+        pages = max(1 << ((self.buffer_bytes // PAGE // ncpu).bit_length() - 1), 1)
+        # woken every 64 events, and read whole at each poll whatever is waiting
+        table.open_perf_buffer(_raw, page_cnt=pages, lost_cb=_lost,
+                               wakeup_events=min(64, pages * PAGE // 512))
 
     def poll(self, timeout_ms: int) -> None:
-        self.bpf.perf_buffer_poll(timeout=timeout_ms)
+        """Read what is waiting; wait up to `timeout_ms` for more only when nothing was."""
+        before = len(self.pending)
+        if self.ring:
+            self.bpf.ring_buffer_consume()
+            if timeout_ms and len(self.pending) == before:
+                self.bpf.ring_buffer_poll(timeout_ms)
+                self.bpf.ring_buffer_consume()
+            return
+        self.bpf.perf_buffer_consume()
+        if timeout_ms and len(self.pending) == before:
+            self.bpf.perf_buffer_poll(timeout=timeout_ms)
+            self.bpf.perf_buffer_consume()
+
+    def take(self) -> list[bytes]:
+        # the same list stays: the callbacks hold its append
+        out = self.pending[:]
+        self.pending.clear()
+        return out
 
     def counter(self, map_name: str, index: int = 0) -> int:
         return int(self.bpf[map_name][ctypes.c_int(index)].value)

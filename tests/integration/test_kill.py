@@ -206,7 +206,7 @@ def test_kernel_generated_signals(tracers, tmp_path):
 
 
 def test_lost_events_are_counted_never_silent(tracers, tmp_path):
-    """A burst into a one-page perf buffer: every signal is either written or counted lost."""
+    """A burst into a one-page buffer: every signal is either written or counted lost."""
     burst = 3000
     target = subprocess.Popen(["/usr/bin/python3", "-c",
                                "import signal, time; signal.signal(signal.SIGUSR2, signal.SIG_IGN);"
@@ -215,7 +215,7 @@ def test_lost_events_are_counted_never_silent(tracers, tmp_path):
         time.sleep(0.2)
         log = tmp_path / "lost.log"
         tracer = tracers(["kill", "--sig", "USR2", "--target-pid", str(target.pid),
-                          "--buffer-pages", "1"], log)
+                          "--buffer", "4K"], log)
         subprocess.run(["/usr/bin/python3", "-c",
                         f"import os\nfor _ in range({burst}): os.kill({target.pid}, 12)"],
                        check=True)

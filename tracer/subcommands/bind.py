@@ -21,7 +21,7 @@ from audtrace.compat.record import Event, Record, dec_str, enc_int, enc_str
 from audtrace.tracer import audit_records, options
 from audtrace.tracer.audit_netlink import AuditRule
 from audtrace.tracer.bind_conflict import Mechanism
-from audtrace.tracer.events import Clock, SyscallEvent, decode_syscall
+from audtrace.tracer.events import Decoder, SyscallEvent
 from audtrace.tracer.port_holders import (
     TCP_STATES,
     Diagnosis,
@@ -136,17 +136,18 @@ def _owner(x) -> HeldSocket | None:
                       reuse=int(x.cf_reuse), reuseport=int(x.cf_reuseport))
 
 
-def decode(raw, arch: int, clock: Clock) -> SyscallEvent:
-    ev = decode_syscall(raw, arch, clock)
-    x = raw.extra
-    n = int(x.saddr_len)
+def decode(d: Decoder, buf: bytes) -> SyscallEvent:
+    h, who, extra = d.split(buf)
+    ev = d.syscall(h, who)
+    c = d.codec("family_extra", end="saddr")
+    x = c.unpack_from(extra)
+    saddr = extra[c.size:c.size + x.saddr_len]
     conflict = None
     if x.cf_seen:
-        conflict = Conflict(CF_FUNCS.get(int(x.cf_func), "?"), int(x.cf_result),
-                            int(x.cf_port), _owner(x))
-    ev.detail = BindDetail(addrlen=int(x.addrlen), saddr=bytes(x.saddr)[:n] if n else None,
-                           family=int(x.family), port=int(x.port), netns=int(x.netns),
-                           audit_context=bool(x.audit_ctx), conflict=conflict)
+        conflict = Conflict(CF_FUNCS.get(x.cf_func, "?"), x.cf_result, x.cf_port, _owner(x))
+    ev.detail = BindDetail(addrlen=x.addrlen, saddr=saddr or None, family=x.family,
+                           port=x.port, netns=x.netns, audit_context=bool(x.audit_ctx),
+                           conflict=conflict)
     return ev
 
 

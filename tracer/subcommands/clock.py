@@ -19,7 +19,7 @@ import click
 from audtrace.compat.record import Event, Record, enc_int, enc_str
 from audtrace.tracer import audit_records, options
 from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
-from audtrace.tracer.events import Clock, SyscallEvent, decode_syscall
+from audtrace.tracer.events import Decoder, SyscallEvent
 from audtrace.tracer.probes import ProgramSpec
 
 SYSCALLS = ("clock_settime", "settimeofday", "adjtimex", "clock_adjtime", "ioctl")
@@ -49,14 +49,15 @@ def program() -> ProgramSpec:
                                              "FILTER_COMM": 0})
 
 
-def decode(raw, arch: int, clock: Clock) -> SyscallEvent:
-    ev = decode_syscall(raw, arch, clock)
-    x = raw.extra
+def decode(d: Decoder, buf: bytes) -> SyscallEvent:
+    h, who, extra = d.split(buf)
+    ev = d.syscall(h, who)
+    x = d.codec("family_extra").unpack_from(extra)
     off = tai_offset_ns()
-    ev.detail = ClockDetail(before_ns=int(x.tai_before) - off, after_ns=int(x.tai_after) - off,
-                            asked=int(x.asked), asked_ns=int(x.sec) * NS + int(x.nsec),
-                            modes=int(x.modes),
-                            rtc=tuple(int(v) for v in x.rtc) if x.has_rtc else None)
+    rtc = tuple(getattr(x, f"rtc_{i}") for i in range(9))
+    ev.detail = ClockDetail(before_ns=x.tai_before - off, after_ns=x.tai_after - off,
+                            asked=x.asked, asked_ns=x.sec * NS + x.nsec, modes=x.modes,
+                            rtc=rtc if x.has_rtc else None)
     return ev
 
 

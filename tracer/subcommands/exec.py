@@ -8,22 +8,13 @@ euid 0, the rule `-C uid!=euid -F euid=0` of the classic escalation watch.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 
 import click
 from audtrace.compat.record import Event, enc_str
 from audtrace.tracer import audit_records, options
 from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
-from audtrace.tracer.events import (
-    Clock,
-    FileInfo,
-    SyscallEvent,
-    decode_syscall,
-    file_of,
-    path_of,
-    raw_bytes,
-)
+from audtrace.tracer.events import Decoder, FileInfo, SyscallEvent
 from audtrace.tracer.probes import ProgramSpec
 
 SYSCALLS = ("execve", "execveat")
@@ -54,12 +45,10 @@ def program(req: ExecRequest) -> ProgramSpec:
         "filter_pid": list(req.pids), "filter_uid": list(req.uids),
         "filter_comm": [c.encode() for c in req.comms],
     }
-    defines: dict[str, int | str] = {"PRIVILEGED": int(req.privileged),
-                                     "MAX_CPUS": max(os.cpu_count() or 1, 1)}
+    defines: dict[str, int | str] = {"PRIVILEGED": int(req.privileged)}
     for name, keys in filters.items():
         defines[name.upper()] = int(bool(keys))
-    return ProgramSpec("exec.c", SYSCALLS, defines, {k: v for k, v in filters.items() if v},
-                       event_struct_map="exec_out")
+    return ProgramSpec("exec.c", SYSCALLS, defines, {k: v for k, v in filters.items() if v})
 
 
 def split_argv(raw: bytes, argc: int) -> tuple[list[bytes], bool]:
@@ -72,14 +61,19 @@ def split_argv(raw: bytes, argc: int) -> tuple[list[bytes], bool]:
     return args, (not complete) or len(args) < argc
 
 
-def decode(raw, arch: int, clock: Clock) -> SyscallEvent:
-    ev = decode_syscall(raw.ev, arch, clock)
-    area = raw_bytes(raw, "argv")[: int(raw.argv_len)]   # NULs included
-    argv, cut = split_argv(area, int(raw.argc)) if ev.ret == 0 else ([], False)
+def decode(d: Decoder, buf: bytes) -> SyscallEvent:
+    h, who, extra = d.split(buf)
+    ev = d.syscall(h, who)
+    x = d.codec("exec_extra", end="file").unpack_from(extra)
+    layout = d.src.struct("exec_extra")
+    at = layout.offset("argv")
+    area = extra[at:at + x.argv_len]     # NULs included
+    argv, cut = split_argv(area, x.argc) if ev.ret == 0 else ([], False)
+    cwd, _ = d.path(extra, layout.offset("cwd"))
     ev.detail = ExecDetail(
-        filename=bytes(raw.ev.extra.filename).split(b"\0", 1)[0], cwd=path_of(raw.cwd),
-        file=file_of(raw.file), argv=argv, argc=int(raw.argc),
-        argv_truncated=cut or int(raw.argv_full) > int(raw.argv_len))
+        filename=x.filename.split(b"\0", 1)[0], cwd=cwd or b"/",
+        file=d.file(extra, layout.offset("file")), argv=argv, argc=x.argc,
+        argv_truncated=cut or x.argv_full > x.argv_len)
     return ev
 
 

@@ -18,11 +18,10 @@ import click
 from audtrace.compat.record import Event, Record, enc_int, enc_str
 from audtrace.tracer import audit_records, options
 from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
-from audtrace.tracer.events import Clock, SyscallEvent, decode_syscall
+from audtrace.tracer.events import Decoder, SyscallEvent
 from audtrace.tracer.probes import ProgramSpec
 
 SYSCALLS = ("exit", "exit_group")
-EV_TASK_EXIT = 3        # bpf/exit.c
 
 
 @dataclass
@@ -67,21 +66,20 @@ def program(req: ExitRequest) -> ProgramSpec:
     return ProgramSpec("exit.c", SYSCALLS, defines, {k: v for k, v in filters.items() if v})
 
 
-def decode(raw, arch: int, clock: Clock) -> SyscallEvent:
-    ev = decode_syscall(raw, arch, clock)
-    x = raw.extra
-    if raw.kind == EV_TASK_EXIT:
+def decode(d: Decoder, buf: bytes) -> SyscallEvent:
+    h, who, extra = d.split(buf)
+    ev = d.syscall(h, who)
+    x = d.codec("family_extra").unpack_from(extra)
+    if h.kind == d.const("EV_TASK_EXIT"):
         ev.nr = -1
-    ev.detail = ExitDetail(status=int(x.exit_code), killer_pid=int(x.killer_pid),
-                           killer_comm=bytes(x.killer_comm).split(b"\0", 1)[0])
+    ev.detail = ExitDetail(status=x.exit_code, killer_pid=x.killer_pid,
+                           killer_comm=x.killer_comm.split(b"\0", 1)[0])
     return ev
 
 
 def exit_syscall_record(ev: SyscallEvent, keys: list[str]) -> Record:
     """SYSCALL as audit writes it for a call that never returned."""
-    rec = audit_records.syscall_record(ev, keys)
-    rec.fields = [(k, v) for k, v in rec.fields if k not in ("success", "exit")]
-    return rec
+    return audit_records.syscall_record(ev, keys, result="none")
 
 
 def abend_record(ev: SyscallEvent, keys: list[str]) -> Record:

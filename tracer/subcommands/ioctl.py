@@ -17,7 +17,7 @@ from audtrace.compat import ioctls, tables
 from audtrace.compat.record import Event
 from audtrace.tracer import audit_records, options
 from audtrace.tracer.audit_netlink import AuditRule, machine_arches
-from audtrace.tracer.events import Clock, FileInfo, SyscallEvent, decode_syscall, file_of
+from audtrace.tracer.events import Decoder, FileInfo, SyscallEvent
 from audtrace.tracer.probes import ProgramSpec
 from audtrace.tracer.subcommands.exit import kernel_dev
 
@@ -48,9 +48,10 @@ def program(req: IoctlRequest) -> ProgramSpec:
     return ProgramSpec("ioctl.c", ("ioctl",), defines, {k: v for k, v in filters.items() if v})
 
 
-def decode(raw, arch: int, clock: Clock) -> SyscallEvent:
-    ev = decode_syscall(raw, arch, clock)
-    ev.detail = file_of(raw.extra.file)
+def decode(d: Decoder, buf: bytes) -> SyscallEvent:
+    h, who, extra = d.split(buf)
+    ev = d.syscall(h, who)
+    ev.detail = d.file(extra, 0)
     return ev
 
 

@@ -13,18 +13,9 @@ from audtrace.compat.record import Event, dec_str
 from audtrace.compat.signals import parse_signals
 from audtrace.tracer import audit_records, options
 from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
-from audtrace.tracer.events import (
-    Clock,
-    KernelSignal,
-    SyscallEvent,
-    decode_syscall,
-    identity_of,
-    target_of,
-)
+from audtrace.tracer.events import Decoder, KernelSignal, SyscallEvent
 from audtrace.tracer.probes import ProgramSpec
 
-MAX_TARGETS = 8          # bpf/signal.c
-EV_KERNEL_SIGNAL = 2
 SYSCALLS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal")
 # where the signal number travels, as audit rules must name it
 SIGNAL_ARG = {"kill": 1, "tkill": 1, "rt_sigqueueinfo": 1, "pidfd_send_signal": 1,
@@ -66,16 +57,17 @@ def to_audit(ev: SyscallEvent | KernelSignal, keys: list[str], serial: int) -> E
     return audit_records.syscall_event(ev, keys, serial)
 
 
-def decode(raw, arch: int, clock: Clock) -> SyscallEvent | KernelSignal:
-    x = raw.extra
-    kept = min(int(x.ntargets), MAX_TARGETS)
-    targets = [target_of(x.targets[i]) for i in range(kept)]
-    if raw.kind == EV_KERNEL_SIGNAL:
-        return KernelSignal(time_ns=clock.realtime(int(raw.ktime)), sig=x.sig,
-                            si_code=x.si_code, result=x.result, group=bool(x.group),
-                            context=identity_of(raw), victim=targets[0])
-    ev = decode_syscall(raw, arch, clock)
-    ev.targets, ev.targets_dropped = targets, int(x.ntargets) - kept
+def decode(d: Decoder, buf: bytes) -> SyscallEvent | KernelSignal:
+    h, who, extra = d.split(buf)
+    head = d.codec("family_extra", end="targets")
+    x = head.unpack_from(extra)
+    targets = d.targets(extra[head.size:])
+    if h.kind == d.const("EV_KERNEL_SIGNAL"):
+        return KernelSignal(time_ns=h.ktime + d.clock.offset, sig=x.sig, si_code=x.si_code,
+                            result=x.result, group=bool(x.group), context=who,
+                            victim=targets[0], mono_ns=h.ktime)
+    ev = d.syscall(h, who)
+    ev.targets, ev.targets_dropped = targets, x.ntargets - len(targets)
     return ev
 
 

@@ -23,7 +23,7 @@ import orjson
 from audtrace.compat import tables
 from audtrace.compat.record import Event, enc_int
 from audtrace.tracer import audit_records, heatmap, options
-from audtrace.tracer.events import Clock, SyscallEvent, decode_syscall
+from audtrace.tracer.events import Decoder, SyscallEvent
 from audtrace.tracer.histogram import NOTE, Histogram, format_ns, parse_duration, render
 from audtrace.tracer.histogram import summary_line as hist_summary
 from audtrace.tracer.probes import ProgramSpec
@@ -87,23 +87,21 @@ def _extra_attach(req: LatencyRequest, exits: bool):
 
 # ---- slow calls as audit events ------------------------------------------------------
 
-def decode(raw, arch: int, clock: Clock) -> SyscallEvent:
-    ev = decode_syscall(raw, arch, clock)
-    ev.detail = int(raw.extra.latency_ns)
+def decode(d: Decoder, buf: bytes) -> SyscallEvent:
+    h, who, extra = d.split(buf)
+    ev = d.syscall(h, who)
+    ev.detail = d.codec("family_extra").unpack_from(extra).latency_ns
     return ev
 
 
 def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
     """The SYSCALL record as the kernel writes it, the latency after key= (an unknown field
     ausearch tolerates there; never last, src=ebpf follows), then PROCTITLE."""
-    out = audit_records.syscall_event(ev, keys, serial)
-    rec = out.records[0]
-    if tables.syscall_name(ev.arch, ev.nr) in EXIT_NAMES:
-        # they never return: audit writes neither success= nor exit=
-        rec.fields = [f for f in rec.fields if f[0] not in ("success", "exit")]
-    at = next(i for i, f in enumerate(rec.fields) if f[0] == "key") + 1
-    rec.fields.insert(at, (LATENCY_FIELD, enc_int(ev.detail or 0)))
-    return out
+    # exit and exit_group never return: audit writes neither success= nor exit=
+    result = "none" if tables.syscall_name(ev.arch, ev.nr) in EXIT_NAMES else "sign"
+    rec = audit_records.syscall_record(ev, keys, result=result,
+                                       after=((LATENCY_FIELD, enc_int(ev.detail or 0)),))
+    return audit_records.event_of(ev, [rec, audit_records.proctitle_record(ev.who)], serial)
 
 
 # ---- reading the maps ----------------------------------------------------------------

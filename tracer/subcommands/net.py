@@ -15,7 +15,7 @@ import click
 from audtrace.compat.record import Event
 from audtrace.tracer import audit_records, options
 from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
-from audtrace.tracer.events import Clock, SyscallEvent, decode_syscall, raw_bytes
+from audtrace.tracer.events import Decoder, SyscallEvent
 from audtrace.tracer.probes import ProgramSpec
 from audtrace.tracer.subcommands.bind import addr_key
 
@@ -48,12 +48,13 @@ def program(req: NetRequest) -> ProgramSpec:
     return ProgramSpec("net.c", SYSCALLS, defines, {k: v for k, v in filters.items() if v})
 
 
-def decode(raw, arch: int, clock: Clock) -> SyscallEvent:
-    ev = decode_syscall(raw, arch, clock)
-    x = raw.extra
-    n = int(x.saddr_len)
-    ev.detail = NetDetail(saddr=raw_bytes(x, "saddr")[:n] if n else None,
-                          addrlen=int(x.addrlen), port=int(x.port))
+def decode(d: Decoder, buf: bytes) -> SyscallEvent:
+    h, who, extra = d.split(buf)
+    ev = d.syscall(h, who)
+    c = d.codec("family_extra", end="saddr")
+    x = c.unpack_from(extra)
+    saddr = extra[c.size:c.size + x.saddr_len]
+    ev.detail = NetDetail(saddr=saddr or None, addrlen=x.addrlen, port=x.port)
     return ev
 
 

@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import click
 from audtrace.compat import rules as R
 from audtrace.compat import tables
-from audtrace.compat.record import Event, enc_int
+from audtrace.compat.record import Event
 from audtrace.tracer import audit_records, options, rule_filter, system
 from audtrace.tracer.audit_netlink import AuditRule
-from audtrace.tracer.events import Clock, SyscallEvent, decode_syscall
+from audtrace.tracer.events import Decoder, SyscallEvent
 from audtrace.tracer.probes import ProgramSpec
 
 # auditctl settings of the kernel audit subsystem itself: audtrace leaves them alone
@@ -83,9 +83,11 @@ def spec_for(plan: rule_filter.Plan, trace_tree: list[int] | None = None) -> Pro
                        generated=rule_filter.c_source(plan, host))
 
 
-def decoder(raw, arch: int, clock: Clock) -> SyscallEvent:
-    ev = decode_syscall(raw, arch, clock)
-    ev.detail = RuleDetail(int(raw.extra.rule), bool(raw.extra.returned))
+def decoder(d: Decoder, buf: bytes) -> SyscallEvent:
+    h, who, extra = d.split(buf)
+    ev = d.syscall(h, who)
+    x = d.codec("family_extra").unpack_from(extra)
+    ev.detail = RuleDetail(x.rule, bool(x.returned))
     return ev
 
 
@@ -94,19 +96,11 @@ def records_for(plan: rule_filter.Plan):
     key= of the deciding rule) and PROCTITLE."""
     def to_audit(ev: SyscallEvent, _keys: list[str], serial: int) -> Event:
         detail: RuleDetail = ev.detail
-        out = audit_records.syscall_event(ev, plan.keys(detail.rule), serial)
-        sysc = out.records[0]
-        fields = []
-        for name, value in sysc.fields:
-            if name in ("success", "exit") and not detail.returned:
-                continue        # exit/exit_group: audit writes no result
-            if name == "success":   # audit's test is IS_ERR_VALUE, not the sign
-                value = "no" if -4095 <= ev.ret <= -1 else "yes"
-            if name == "exit":
-                value = enc_int(ev.ret)
-            fields.append((name, value))
-        sysc.fields = fields
-        return out
+        # exit/exit_group: audit writes no result; its success test is IS_ERR_VALUE
+        sysc = audit_records.syscall_record(ev, plan.keys(detail.rule),
+                                            result="is_err" if detail.returned else "none")
+        records = [sysc, audit_records.proctitle_record(ev.who)]
+        return audit_records.event_of(ev, records, serial)
     return to_audit
 
 
