@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 AUDIT_ARCH_X86_64 = 0xC000003E
 AUDIT_ARCH_AARCH64 = 0xC00000B7
@@ -97,19 +97,36 @@ def split_fields(body: str) -> list[tuple[str, str]]:
     return fields
 
 
-@dataclass(slots=True)
 class Record:
-    """One audit record: its type name and its fields as written."""
+    """One audit record: its type name and its fields as written.
 
-    type: str
-    fields: list[tuple[str, str]] = field(default_factory=list)
-    # Relayed kernel records keep the exact text after "): "; fields are parsed from it.
-    body: str | None = None
+    ``memo`` is a dict on records that are built once and written many times (one target's
+    OBJ_PID, one command line's PROCTITLE): the formats keep what they render there.
+    Such a record must not be changed once built.
+    """
+
+    __slots__ = ("type", "_items", "body", "memo")
+
+    def __init__(self, type: str, fields: list[tuple[str, str]] | None = None,
+                 body: str | None = None, *, shared: bool = False) -> None:
+        self.type = type
+        self._items = [] if fields is None else fields
+        # relayed kernel records keep the exact text after "): "; fields are parsed from it
+        self.body = body
+        self.memo: dict | None = {} if shared else None
+
+    @property
+    def fields(self) -> list[tuple[str, str]]:
+        return self._items
+
+    @fields.setter
+    def fields(self, value: list[tuple[str, str]]) -> None:
+        self._items = value
 
     def field_items(self) -> list[tuple[str, str]]:
-        if not self.fields and self.body:
-            self.fields = split_fields(self.body)
-        return self.fields
+        if not self._items and self.body:
+            self._items = split_fields(self.body)
+        return self._items
 
     def get(self, name: str) -> str | None:
         """Raw value text of the first field called ``name``."""
@@ -122,7 +139,93 @@ class Record:
         """The record body as written after ``): ``."""
         if self.body is not None:
             return self.body
-        return " ".join(f"{k}={v}" for k, v in self.fields)
+        memo = self.memo
+        if memo is not None:
+            text = memo.get("text")
+            if text is None:
+                text = memo["text"] = " ".join(f"{k}={v}" for k, v in self._items)
+            return text
+        return " ".join(f"{k}={v}" for k, v in self._items)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Record):
+            return NotImplemented
+        return (self.type, self.field_items(), self.body) == (
+            other.type, other.field_items(), other.body)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.type!r}, {self.field_items()!r}, body={self.body!r})"
+
+
+class Run:
+    """Fields that many records share word for word (one task's identity, in every SYSCALL
+    it causes): their text, and what each format makes of them, are worked out once."""
+
+    __slots__ = ("items", "text", "memo")
+
+    def __init__(self, items: list[tuple[str, str]]) -> None:
+        self.items = tuple(items)
+        self.text = " ".join(f"{k}={v}" for k, v in items)
+        self.memo: dict = {}
+
+
+class SyscallRecord(Record):
+    """SYSCALL as an eBPF event writes it, kept as values: the per-call head (arch, syscall,
+    result, a0..a3, items), the caller's identity as a shared Run, the key, then any extra
+    fields and ``src=ebpf``. Its fields are the kernel's, in the kernel's order.
+    ``success`` None: a call that never returns (exit), written without success=/exit=."""
+
+    __slots__ = ("arch", "nr", "success", "exit", "args", "items", "ident", "key", "after")
+
+    def __init__(self, arch: int, nr: int, success: str | None, exit: int, args: tuple,
+                 items: int, ident: Run, key: str,
+                 after: tuple[tuple[str, str], ...] = ()) -> None:
+        Record.__init__(self, "SYSCALL", None)
+        self._items = None  # type: ignore[assignment]  # made when asked for
+        self.arch, self.nr, self.success, self.exit = arch, nr, success, exit
+        self.args, self.items, self.ident, self.key, self.after = args, items, ident, key, after
+
+    def head(self) -> str:
+        a0, a1, a2, a3 = self.args
+        if self.success is None:
+            return (f"arch={self.arch & _U64:x} syscall={self.nr} a0={a0 & _U64:x} "
+                    f"a1={a1 & _U64:x} a2={a2 & _U64:x} a3={a3 & _U64:x} items={self.items}")
+        return (f"arch={self.arch & _U64:x} syscall={self.nr} success={self.success} "
+                f"exit={self.exit} a0={a0 & _U64:x} a1={a1 & _U64:x} a2={a2 & _U64:x} "
+                f"a3={a3 & _U64:x} items={self.items}")
+
+    def tail(self) -> str:
+        """What follows the identity: key, extra fields, src."""
+        if not self.after:
+            return f" key={self.key} src=ebpf"
+        return f" key={self.key} " + " ".join(f"{k}={v}" for k, v in self.after) + " src=ebpf"
+
+    def head_items(self) -> list[tuple[str, str]]:
+        a = [format(v & _U64, "x") for v in self.args]
+        out = [("arch", format(self.arch & _U64, "x")), ("syscall", str(self.nr))]
+        if self.success is not None:
+            out += [("success", self.success), ("exit", str(self.exit))]
+        return out + [("a0", a[0]), ("a1", a[1]), ("a2", a[2]), ("a3", a[3]),
+                      ("items", str(self.items))]
+
+    @property
+    def fields(self) -> list[tuple[str, str]]:
+        return self.field_items()
+
+    @fields.setter
+    def fields(self, value: list[tuple[str, str]]) -> None:
+        raise TypeError("a SyscallRecord is built whole: pass its parts to the constructor")
+
+    def field_items(self) -> list[tuple[str, str]]:
+        if self._items is None:
+            self._items = [*self.head_items(), *self.ident.items, ("key", self.key),
+                           *self.after, ("src", "ebpf")]
+        return self._items
+
+    def text(self) -> str:
+        return f"{self.head()} {self.ident.text}{self.tail()}"
 
 
 @dataclass(slots=True)
@@ -179,7 +282,7 @@ def record_type_number(name: str) -> int:
 def record_text(ev: Event, rec: Record) -> str:
     """Body of ``rec`` as written for ``ev``: eBPF records end with ``src=ebpf``."""
     text = rec.text()
-    if ev.source == "ebpf":
+    if ev.source == "ebpf" and type(rec) is not SyscallRecord:
         items = rec.field_items()
         if not items or items[-1][0] != "src":
             text = f"{text} src=ebpf" if text else "src=ebpf"
@@ -197,7 +300,14 @@ def record_line(ev: Event, rec: Record) -> str:
 
 def format_raw(ev: Event) -> str:
     """The event as auditd's RAW log format: one line per record, no trailing newline."""
-    return "\n".join(record_line(ev, rec) for rec in ev.records)
+    pre = f"node={ev.node} type=" if ev.node else "type="
+    mid = f" msg=audit({ev.sec}.{ev.msec:03d}:{ev.serial}):"
+    lines = []
+    for rec in ev.records:
+        text = record_text(ev, rec)
+        # auditd trims the trailing space of a record with an empty body
+        lines.append(pre + rec.type + mid + (" " + text if text else ""))
+    return "\n".join(lines)
 
 
 _LINE = re.compile(

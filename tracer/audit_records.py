@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from audtrace.compat.record import Event, Record, enc_hex, enc_int, enc_str
+from audtrace.compat.record import Event, Record, Run, SyscallRecord, enc_int, enc_str
 from audtrace.tracer.events import FileInfo, Identity, KernelSignal, SyscallEvent, Target
 
 SRC = ("src", "ebpf")
@@ -27,11 +27,17 @@ def serials(pid: int | None = None) -> Iterator[int]:
         yield base | n
 
 
-def enc_key(keys: list[str]) -> str:
-    if not keys:
-        return "(null)"
-    # several keys travel as one string separated by \x01, which forces the hex form
-    return enc_str("\x01".join(keys))
+_KEYS: dict[tuple[str, ...], str] = {}
+
+
+def enc_key(keys: list[str] | tuple[str, ...]) -> str:
+    """key= as audit writes it; worked out once per set of keys."""
+    t = tuple(keys)
+    text = _KEYS.get(t)
+    if text is None:
+        # several keys travel as one string separated by \x01, which forces the hex form
+        text = _KEYS[t] = enc_str("\x01".join(t)) if t else "(null)"
+    return text
 
 
 def _signed(v: int) -> int:
@@ -50,25 +56,45 @@ def identity_fields(who: Identity) -> list[tuple[str, str]]:
     ]
 
 
-def syscall_record(ev: SyscallEvent, keys: list[str], items: int = 0) -> Record:
-    fields = [("arch", enc_hex(ev.arch)), ("syscall", enc_int(ev.nr)),
-              ("success", "yes" if ev.ret >= 0 else "no"), ("exit", enc_int(ev.ret))]
-    fields += [(f"a{i}", enc_hex(a)) for i, a in enumerate(ev.args)]
-    fields.append(("items", enc_int(items)))
-    fields += identity_fields(ev.who)
-    fields += [("key", enc_key(keys)), SRC]
-    return Record("SYSCALL", fields)
+def identity_run(who: Identity) -> Run:
+    """The caller's SYSCALL fields, made once per identity."""
+    run = who.memo.get("run")
+    if run is None:
+        run = who.memo["run"] = Run(identity_fields(who))
+    return run
+
+
+def syscall_record(ev: SyscallEvent, keys: list[str], items: int = 0, *,
+                   result: str = "sign", after: tuple[tuple[str, str], ...] = ()) -> Record:
+    """SYSCALL in the kernel's field order. `result`: "sign" (success= by the sign of exit),
+    "is_err" (audit's IS_ERR_VALUE test), or "none" for a call that never returns (no
+    success=, no exit=). `after`: fields after key= (before src=ebpf)."""
+    if result == "none":
+        success = None
+    elif result == "is_err":
+        success = "no" if -4095 <= ev.ret <= -1 else "yes"
+    else:
+        success = "yes" if ev.ret >= 0 else "no"
+    return SyscallRecord(ev.arch, ev.nr, success, ev.ret, ev.args, items, identity_run(ev.who),
+                         enc_key(keys), after)
 
 
 def obj_pid_record(t: Target) -> Record:
-    fields = [("opid", enc_int(t.pid)), ("oauid", enc_int(_signed(t.auid))),
-              ("ouid", enc_int(_signed(t.uid))), ("oses", enc_int(_signed(t.ses))),
-              ("ocomm", enc_str(t.comm)), SRC]
-    return Record("OBJ_PID", fields)
+    rec = t.memo.get("obj_pid")
+    if rec is None:
+        fields = [("opid", enc_int(t.pid)), ("oauid", enc_int(_signed(t.auid))),
+                  ("ouid", enc_int(_signed(t.uid))), ("oses", enc_int(_signed(t.ses))),
+                  ("ocomm", enc_str(t.comm)), SRC]
+        rec = t.memo["obj_pid"] = Record("OBJ_PID", fields, shared=True)
+    return rec
 
 
 def proctitle_record(who: Identity) -> Record:
-    return Record("PROCTITLE", [("proctitle", enc_str(who.proctitle or who.comm)), SRC])
+    rec = who.memo.get("proctitle")
+    if rec is None:
+        rec = who.memo["proctitle"] = Record(
+            "PROCTITLE", [("proctitle", enc_str(who.proctitle or who.comm)), SRC], shared=True)
+    return rec
 
 
 def syscall_event(ev: SyscallEvent, keys: list[str], serial: int) -> Event:

@@ -8,7 +8,6 @@ rules and the audit enabled flag are restored on every exit path: normal end, --
 from __future__ import annotations
 
 import contextlib
-import heapq
 import select
 import signal
 import sys
@@ -20,11 +19,9 @@ from audtrace.compat import tables
 from audtrace.compat.record import Event, Record, enc_int, enc_str
 from audtrace.tracer import audit_records, probes, system
 from audtrace.tracer.audit_match import relay_filter
-from audtrace.tracer.events import Clock
+from audtrace.tracer.events import Clock, Decoder
 from audtrace.tracer.sink import Sink
-
-# events are held this long so the two sources' events leave in time order
-REORDER_NS = 250_000_000
+from audtrace.tracer.stream import Stream
 
 CAP_SYS_ADMIN, CAP_AUDIT_CONTROL, CAP_AUDIT_READ, CAP_PERFMON, CAP_BPF = 21, 30, 37, 38, 39
 CAP_NAMES = {CAP_SYS_ADMIN: "CAP_SYS_ADMIN", CAP_AUDIT_CONTROL: "CAP_AUDIT_CONTROL",
@@ -63,7 +60,7 @@ class Subcommand:
     """What a subcommand declares; the session does the rest."""
     name: str
     program: probes.ProgramSpec
-    decode: Callable                    # (raw BPF struct, arch, Clock) -> normalized event
+    decode: Callable                    # (events.Decoder, event bytes) -> normalized event
     # (normalized event, keys, serial) -> Event, or a list of Events; the session replaces
     # the serial with its next one as the event is written, so serials rise with the log
     to_audit: Callable
@@ -93,7 +90,7 @@ class Options:
     keys: list[str] = field(default_factory=list)
     duration: float | None = None
     count: int | None = None
-    buffer_pages: int = 256             # perf buffer pages per CPU (a power of two)
+    buffer_bytes: int = probes.DEFAULT_BUFFER     # eBPF event buffer, all CPUs
 
 
 class Session:
@@ -104,9 +101,7 @@ class Session:
         self.final_lost: dict[str, int] | None = None
         self.stop = False
         self.exit_status = 0
-        self.pending: list[tuple[int, int, int, int, Event]] = []   # heap by time
-        self.seq = 0
-        self.serials = audit_records.serials()
+        self.stream = Stream(audit_records.serials())
         self.written = {"ebpf": 0, "audit": 0}
         self.counted = 0                # toward --count: traced events, not bookkeeping
         self.lost_reported = {"ebpf": 0, "audit": 0}
@@ -127,14 +122,13 @@ class Session:
         if layout.source == "headers":
             notice("no BTF: struct offsets come from the header tree, right only if it is the"
                    " running kernel's")
-        self.program = probes.Program(self.sub.program, layout, root)
+        self.program = probes.Program(self.sub.program, layout, root, self.opts.buffer_bytes)
         stack.callback(self.program.close)
         if self.program.missing:
             notice("no tracepoint on this kernel for: " + ", ".join(self.program.missing))
         self.clock = Clock()
-        arch = tables.host_arch()
-        self.program.open_events(lambda raw: self._on_raw(raw, arch),
-                                 pages=self.opts.buffer_pages)
+        self.decoder = Decoder(self.program.src, tables.host_arch(), self.clock)
+        self.program.open_events()
 
     def _start_audit(self, stack: contextlib.ExitStack) -> None:
         from audtrace.tracer.audit_source import AuditSource
@@ -146,41 +140,45 @@ class Session:
                                                      handle_signals=False))
 
     # -- the stream -----------------------------------------------------------------------
-    def _on_raw(self, raw, arch: int) -> None:
-        ev = self.sub.decode(raw, arch, self.clock)
-        # the program's own monotonic stamp (decode added the current offset): it orders
-        # events within one millisecond exactly, whichever CPU's buffer they came through
-        mono = ev.time_ns - self.clock.offset
-        out = self.sub.to_audit(ev, self.opts.keys, 0)
-        for one in out if isinstance(out, list) else [out]:
-            self._queue(one, mono)
+    def _take_ebpf(self) -> None:
+        """Decode what the program sent since the last poll, in one go."""
+        batch = self.program.take()
+        if not batch:
+            return
+        decode, to_audit, keys, d = self.sub.decode, self.sub.to_audit, self.opts.keys, self.decoder
+        out: list[tuple[Event, int]] = []
+        add = out.append
+        for buf in batch:
+            ev = decode(d, buf)
+            made = to_audit(ev, keys, 0)
+            # with the program's own stamp: it orders events of one millisecond exactly
+            if type(made) is list:
+                for one in made:
+                    add((one, ev.mono_ns))
+            else:
+                add((made, ev.mono_ns))
+        self.stream.add_many(out, time.monotonic_ns())
 
     def _queue(self, ev: Event, mono: int = 0) -> None:
-        """Hold an event for the reorder window. Order: wall-clock millisecond (what the
-        record says), then the eBPF monotonic stamp, then arrival; eBPF serials are given
-        on the way out, so they rise in the order the log is written, as the kernel's do."""
-        self.seq += 1
-        t = ev.sec * 1_000_000_000 + ev.msec * 1_000_000
-        heapq.heappush(self.pending, (t, mono, self.seq, time.monotonic_ns(), ev))
+        self.stream.add(ev, mono)
 
     def _drain(self, sink: Sink, everything: bool = False) -> None:
-        now = time.monotonic_ns()
-        while self.pending and (everything or now - self.pending[0][3] >= REORDER_NS):
-            # hold back an event while a later-arriving one may still sort before it
-            ev = heapq.heappop(self.pending)[4]
-            if ev.source == "ebpf":
-                ev.serial = next(self.serials)
-            if self.opts.count is not None and self.counted >= self.opts.count:
-                self.pending.clear()
-                self.stop = True
-                return
-            sink.write(ev)
+        count = self.opts.count
+        out: list[Event] = []
+        for ev in self.stream.ready(everything=everything):
+            if count is not None and self.counted >= count:
+                self.stream.clear()
+                break
+            out.append(ev)
             self.written[ev.source] += 1
-            if self.on_event is not None:
-                self.on_event(ev)
             if not any(r.type in UNCOUNTED for r in ev.records):
                 self.counted += 1
-        if self.opts.count is not None and self.counted >= self.opts.count:
+        if out:
+            sink.write_many(out)
+            if self.on_event is not None:
+                for ev in out:
+                    self.on_event(ev)
+        if count is not None and self.counted >= count:
             self.stop = True
 
     def lost(self) -> dict[str, int]:
@@ -251,7 +249,8 @@ class Session:
                     break
             if self.program is not None:
                 self.clock.sample()
-                self.program.poll(50)
+                self.program.poll(probes.POLL_MS)
+                self._take_ebpf()
                 if self.sub.tick is not None:
                     self.sub.tick(self.program, False)
             if self.audit is not None:
@@ -266,9 +265,11 @@ class Session:
             self._drain(sink)
         if self.program is not None:
             self.program.poll(0)
+            self._take_ebpf()
             if self.sub.tick is not None:
                 self.sub.tick(self.program, True)
                 self.program.poll(0)
+                self._take_ebpf()
         if self.audit is not None:
             for ev in self.audit.read_events() + self.audit.flush():
                 if self.relay(ev):
@@ -278,7 +279,8 @@ class Session:
         parts = [f"source {self.opts.source}"]
         if self.program is not None:
             layout = self.program.layout
-            parts.append(f"{self.sub.mechanism}, offsets from {probes.mechanism(layout)}")
+            parts.append(f"{self.sub.mechanism}, offsets from {probes.mechanism(layout)}, "
+                         f"{self.program.output()}")
         if self.audit is not None:
             parts.append(f"kernel audit, {len(self.sub.audit_rules)} rules")
         return "; ".join(parts)

@@ -51,14 +51,21 @@ class Sink:
             self.owned = True
 
     def write(self, ev: Event) -> None:
-        out = self.format(ev)
-        # interpreted text may carry undecodable bytes of the traced programs: keep them
-        data = out if isinstance(out, bytes) else out.encode(errors="surrogateescape")
-        data += b"\n"
+        self.write_many([ev])
+
+    def write_many(self, events: list[Event]) -> None:
+        """The events, formatted, in one write."""
+        fmt = self.format
+        parts = [fmt(ev) for ev in events]
+        if parts and isinstance(parts[0], bytes):
+            data = b"\n".join(parts) + b"\n"
+        else:
+            # interpreted text may carry undecodable bytes of the traced programs: keep them
+            data = ("\n".join(parts) + "\n").encode(errors="surrogateescape")
         while data:
             n = os.write(self.fd, data)
             data = data[n:]
-        self.count += 1
+        self.count += len(events)
 
     def close(self) -> None:
         if self.owned:

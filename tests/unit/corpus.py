@@ -123,7 +123,7 @@ def who(pid: int, comm: bytes, *, exe: bytes | None, proctitle: bytes = b"", ppi
     gid = uid if gid is None else gid
     ids = {"euid": uid, "suid": uid, "fsuid": uid, "egid": gid, "sgid": gid, "fsgid": gid}
     ids.update(creds)
-    return Identity(pid=pid, ppid=ppid, tid=pid, auid=auid, ses=ses, uid=uid, gid=gid,
+    return Identity(pid=pid, ppid=ppid, auid=auid, ses=ses, uid=uid, gid=gid,
                     comm=comm, tty=tty, exe=exe, proctitle=proctitle, **ids)
 
 
@@ -733,12 +733,12 @@ def _loss_events(case: Case) -> list[Event]:
     counts = case.data
     s.lost = lambda: dict(counts["lost"])
     s.lost_reported = dict(counts["reported"])
-    s.serials = iter(EBPF_SERIAL | (10 * case.n + k) for k in range(10))
+    s.stream.serials = iter(EBPF_SERIAL | (10 * case.n + k) for k in range(10))
     written: list[Event] = []
 
     class Collect:
-        def write(self, ev: Event) -> None:
-            written.append(ev)
+        def write_many(self, events: list[Event]) -> None:
+            written.extend(events)
 
     with mock.patch.object(session.time, "time_ns", lambda: stamp_ns(case.n)):
         s._report_loss()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from audtrace.compat.record import format_raw, split_fields
 from audtrace.tracer import audit_records
 from audtrace.tracer.events import Identity, KernelSignal, SyscallEvent, Target
@@ -14,7 +16,7 @@ KERNEL_SYSCALL = (
 KERNEL_OBJ_PID = 'opid=2453 oauid=-1 ouid=0 oses=-1 ocomm="sleep"'
 KERNEL_PROCTITLE = "proctitle=2F62696E2F6B696C6C002D31350032343533"
 
-WHO = Identity(pid=2454, ppid=2452, tid=2454, auid=0xFFFFFFFF, ses=0xFFFFFFFF, uid=0, gid=0,
+WHO = Identity(pid=2454, ppid=2452, auid=0xFFFFFFFF, ses=0xFFFFFFFF, uid=0, gid=0,
                euid=0, suid=0, fsuid=0, egid=0, sgid=0, fsgid=0, comm=b"kill", tty=None,
                exe=b"/usr/bin/kill", proctitle=b"/bin/kill\0-15\x002453")
 SLEEP = Target(pid=2453, auid=0xFFFFFFFF, uid=0, ses=0xFFFFFFFF, comm=b"sleep")
@@ -52,9 +54,8 @@ def test_several_keys_travel_hex_encoded_with_0x01():
 
 
 def test_untrusted_strings_are_hex():
-    who = Identity(**{**{f: getattr(WHO, f) for f in WHO.__slots__},
-                      "comm": b'my "x"', "tty": "pts3", "exe": None})
-    ev = SyscallEvent(**{**{f: getattr(EV, f) for f in EV.__slots__}, "who": who})
+    who = dataclasses.replace(WHO, comm=b'my "x"', tty="pts3", exe=None)
+    ev = dataclasses.replace(EV, who=who)
     fields = dict(audit_records.syscall_record(ev, []).fields)
     assert bytes.fromhex(fields["comm"]) == b'my "x"'
     assert fields["tty"] == "pts3" and fields["exe"] == "(null)"

@@ -114,7 +114,6 @@ def _event(pid: int, serial: int):
     who = Identity(
         pid=pid,
         ppid=1,
-        tid=pid,
         auid=0,
         ses=1,
         uid=0,
@@ -152,7 +151,7 @@ def _loss_event(n: int):
     s = Session(Subcommand("kill", None, None, None), Options())
     s.program = FakeProgram()
     s._report_loss()
-    (event,) = [item[-1] for item in s.pending]
+    (event,) = s.stream.ready(everything=True)
     return event
 
 

@@ -9,7 +9,6 @@ from audtrace.tracer.subcommands.latency import to_audit
 WHO = Identity(
     pid=10,
     ppid=9,
-    tid=10,
     auid=1000,
     ses=3,
     uid=1000,
