@@ -4,8 +4,10 @@
 multicasts (AUDIT_NLGRP_READLOG) as compat Events, and on every exit path removes exactly
 the rules it added and restores the `enabled` flag. Cleanup is idempotent and consumes its
 own state step by step, so a second call (a signal handler, atexit) finishes what an
-interrupted first call left, and nothing is undone twice. Runs at the same time share the
-flag and identical rules (`audit_share`): the last one out puts them back.
+interrupted first call left, and nothing is undone twice. Every change is recorded in the
+journal (journal.py) before it is made: runs at the same time share the flag and identical
+rules, the last one out puts them back, and what a run killed with SIGKILL added is put back
+by the next run (cleanup.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from contextlib import contextmanager, suppress
 from typing import NamedTuple
 
 from audtrace.compat import record
-from audtrace.tracer import audit_share
+from audtrace.tracer import cleanup, journal
 from audtrace.tracer.audit_netlink import (
     AUDIT_EOE,
     AuditError,
@@ -42,6 +44,10 @@ EOE_TIMEOUT = 2.0
 
 _DEFERRED_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT}
 _EXIT_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+# Test-only: the run stops itself (SIGSTOP) right after adding its first rule, so a test can
+# kill it with SIGKILL between its first and its last rule. Never set it otherwise.
+STOP_AFTER_FIRST_RULE = "AUDTRACE_TEST_STOP_AFTER_FIRST_RULE"
 
 AUDIT_WAS_OFF = ("audit was off: enabled it; processes started before now are not audited "
                  "(no audit context)")
@@ -124,7 +130,7 @@ class AuditSource:
         self._old_handlers: dict[int, object] = {}
         self._pending: dict[int, _Pending] = {}
         self._open = False
-        self._user = audit_share.user_id()
+        self._user = journal.new_holder()
 
     # ---- lifecycle
     def __enter__(self) -> AuditSource:
@@ -152,23 +158,36 @@ class AuditSource:
                 if status["pid"]:
                     self.on_notice(f"auditd (pid {status['pid']}) is running: the records of "
                                    "audtrace's rules also go to its log")
-                with audit_share.locked() as shared_ok:
-                    shared = audit_share.load() if shared_ok else audit_share.Shared()
-                    existing = self._ctl.list_rules()
-                    if status["enabled"] == 0:
-                        self.on_notice(AUDIT_WAS_OFF)
-                        if shared.restore_enabled is None:
-                            shared.restore_enabled = 0
-                        self._enable()
-                    for rule in self.rules:
-                        self._add(rule, existing, shared)
-                    start = audit_share.start_time(os.getpid())
-                    if shared_ok and start is not None:
-                        shared.users[self._user] = start
-                        audit_share.save(shared)
+                with journal.locked() as ok:
+                    self._record(journal.load() if ok else journal.Journal(), ok)
         except BaseException:
             self.close()
             raise
+
+    def _record(self, j: journal.Journal, ok: bool) -> None:
+        """Put back what dead runs left, then enable audit and add the rules, each change
+        written to the journal before it is asked for (`ok`: the journal's lock is held)."""
+        assert self._ctl is not None
+
+        def write() -> None:
+            if ok:
+                journal.save(j)
+
+        for line in cleanup.settle(j, ctl=self._ctl).lines:
+            self.on_notice(line)
+        j.hold(self._user)
+        j.audit.append(self._user)
+        write()
+        if self._ctl.status()["enabled"] == 0:
+            self.on_notice(AUDIT_WAS_OFF)
+            if j.restore_enabled is None:
+                j.restore_enabled = 0
+                write()
+            self._enable()
+        existing = self._ctl.list_rules()
+        for rule in self.rules:
+            self._add(rule, existing, j, write)
+        write()
 
     # Each change is remembered before it is asked for; when the request fails, the kernel
     # is asked whether it happened anyway (a reply lost to a timeout) before forgetting it.
@@ -183,29 +202,39 @@ class AuditSource:
                     self._restore_enabled = None
             raise
 
-    def _add(self, rule: AuditRule, existing: list[AuditRule],
-             shared: audit_share.Shared) -> None:
+    def _add(self, rule: AuditRule, existing: list[AuditRule], j: journal.Journal,
+             write: Callable[[], None]) -> None:
         assert self._ctl is not None
+        held = j.rules.get(str(rule))
         if rule in existing:
-            if str(rule) in shared.rules:
+            if held is not None:
                 # another audtrace run added it: ours too, removed by the last of us
-                shared.rules[str(rule)].append(self._user)
+                held.holders.append(self._user)
                 self._added.append(rule)
             else:
                 self.on_notice(f"audit rule already present, left as is: {rule}")
             return
-        shared.rules[str(rule)] = [self._user]
+        if held is None:
+            held = j.rules[str(rule)] = journal.Held(cleanup.rule_what(rule))
+        held.holders.append(self._user)
         self._added.append(rule)
+        write()
         try:
             self._ctl.add_rule(rule)
         except AuditError as e:
             if e.errno == errno.EEXIST:  # someone added it just now: not ours
                 self._added.pop()
+                held.holders.remove(self._user)
+                if not held.holders:
+                    del j.rules[str(rule)]
+                write()
                 return
             with suppress(AuditError):
                 if rule not in self._ctl.list_rules():
                     self._added.pop()
             raise
+        if os.environ.get(STOP_AFTER_FIRST_RULE) and len(self._added) == 1:
+            os.kill(os.getpid(), signal.SIGSTOP)
 
     def close(self) -> None:
         """Remove our rules, restore `enabled`, close sockets. Idempotent, never raises."""
@@ -227,35 +256,20 @@ class AuditSource:
         except AuditError as e:
             self.on_notice(f"cannot restore audit state: {e}")
             return
-        with ctl, audit_share.locked() as shared_ok:
-            shared = audit_share.load() if shared_ok else audit_share.Shared()
-            shared.users.pop(self._user, None)
+        with ctl:
             with suppress(AuditError):
                 self._lost_final = self._lost_delta(ctl.status()["lost"])
-            while self._added:
-                rule = self._added[-1]
-                others = [u for u in shared.rules.pop(str(rule), []) if u != self._user]
-                if others:          # still read by another run: theirs now
-                    shared.rules[str(rule)] = others
-                    self._added.pop()
-                    continue
-                try:
-                    ctl.del_rule(rule)
-                except AuditError as e:
-                    if e.errno != errno.ENOENT:
-                        self.on_notice(f"{e}; remove it with: auditctl -d {str(rule)[3:]}")
-                self._added.pop()
-            restore = (shared.restore_enabled if shared.restore_enabled is not None
-                       else self._restore_enabled)
-            if restore is not None and not shared.users:
-                try:
-                    ctl.set_enabled(restore)
-                except AuditError as e:
-                    self.on_notice(f"{e}; restore it with: auditctl -e {restore}")
-                shared.restore_enabled = None
+            # what this run holds by its own account: the journal may not have been had
+            mine = journal.Journal(audit=[self._user], restore_enabled=self._restore_enabled)
+            for rule in self._added:
+                mine.rules[str(rule)] = journal.Held(cleanup.rule_what(rule), [self._user])
+            try:
+                cleanup.leave(self._user, mine, self.on_notice, ctl)
+            except OSError as e:    # the kernel is put back; the journal or a notice failed
+                with suppress(OSError):
+                    self.on_notice(f"after restoring audit: {e}")
+            self._added.clear()
             self._restore_enabled = None
-            if shared_ok:
-                audit_share.save(shared)
 
     def _install_signal_handlers(self) -> None:
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():

@@ -17,8 +17,15 @@ VERSION = "0.1.0"
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(VERSION, prog_name="audtrace")
-def cli() -> None:
+@click.pass_context
+def cli(ctx: click.Context) -> None:
     """eBPF tracing whose output is the Linux audit log: read it with ausearch and aureport."""
+    if ctx.invoked_subcommand != "cleanup":
+        # every subcommand first puts back what killed runs left (a tracefs mount concerns
+        # eBPF-only runs too)
+        from audtrace.tracer import cleanup
+
+        cleanup.at_start(lambda line: click.echo(f"audtrace: {line}", err=True))
 
 
 for _name in SUBCOMMANDS:
@@ -33,6 +40,26 @@ def doctor(fmt: str) -> None:
     from audtrace.tracer import doctor as doc
 
     doc.main(fmt)
+
+
+@cli.command("cleanup")
+@click.option("--dry-run", is_flag=True, help="Say what would be undone; change nothing.")
+def cleanup_command(dry_run: bool) -> None:
+    """Undo what audtrace runs killed with SIGKILL left in the kernel (audit rules, the audit
+    enabled flag, a tracefs mount). What live runs use, and what was there before, stays."""
+    from audtrace.tracer import cleanup, journal
+
+    try:
+        report = cleanup.collect(dry_run)
+    except OSError as e:
+        raise click.ClickException(e.strerror or str(e)) from None
+    for line in report.summaries + report.details + report.failures:
+        click.echo(line)
+    if not report.lines:
+        live = ", ".join(map(str, sorted({journal.pid_of(h) for h in journal.load().holders})))
+        click.echo("nothing to undo" + (f"; live runs keep what they hold (pid {live})"
+                                         if live else ""))
+    sys.exit(1 if report.failures else 0)
 
 
 # click >= 8.2 signals a bare group invocation with its own exception

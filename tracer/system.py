@@ -1,6 +1,7 @@
 """What audtrace needs of the system to compile and attach BPF, set up and put back.
 
-- tracefs: BCC reads tracepoint formats and ids there; mounted when missing, unmounted at exit.
+- tracefs: BCC reads tracepoint formats and ids there; mounted when missing, unmounted at exit
+  (recorded in the journal first: see journal.py).
 - a kernel header tree: BCC refuses to compile without one. The running kernel's own tree is
   used when installed. Otherwise a distribution header tree is presented to the compiler
   (Debian splits it into -<flavour> and -common packages, merged here with symlinks in a
@@ -21,6 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from audtrace.tracer import journal
+
 TRACEFS = Path("/sys/kernel/tracing")
 DEBUGFS_TRACING = Path("/sys/kernel/debug/tracing")
 BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
@@ -35,25 +38,50 @@ def tracefs_root() -> Path | None:
     return None
 
 
+def is_mounted(mount_point: str, fstype: str) -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(p[1:3] == [mount_point, fstype] for p in map(str.split, f) if len(p) > 2)
+
+
+def unmount(mount_point: str) -> None:
+    if _libc.umount2(mount_point.encode(), 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 @contextlib.contextmanager
 def tracefs_mounted(notice) -> Iterator[Path]:
-    """Yield the tracefs root, mounting tracefs for the duration when it is not mounted."""
+    """Yield the tracefs root, mounting tracefs for the duration when it is not mounted.
+
+    The mount is in the journal before it is made, so a run killed meanwhile does not leave
+    it for good; a run that finds it made by another run holds it too, and it goes with the
+    last of them (cleanup.leave). A tracefs mounted by anyone else is left alone."""
+    from audtrace.tracer import cleanup  # cleanup unmounts with this module's unmount()
+
+    holder = journal.new_holder()
     root = tracefs_root()
     if root is not None:
-        yield root
+        if not journal.hold_mount(holder, str(root), "tracefs", join=True):
+            yield root      # not audtrace's mount: left alone
+            return
+        try:
+            yield root
+        finally:
+            cleanup.leave(holder, journal.Journal(), notice)
         return
-    if _libc.mount(b"nodev", str(TRACEFS).encode(), b"tracefs", 0, None) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"cannot mount tracefs at {TRACEFS}: {os.strerror(err)}")
+    # `mine` unmounts it at exit also when the journal's lock was not had in time
+    mine = journal.Journal(mounts={str(TRACEFS): journal.Held({"fstype": "tracefs"}, [holder])})
+    journal.hold_mount(holder, str(TRACEFS), "tracefs", join=False)
     try:
+        if _libc.mount(b"nodev", str(TRACEFS).encode(), b"tracefs", 0, None) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"cannot mount tracefs at {TRACEFS}: {os.strerror(err)}")
         # inside the try: a notice that cannot be written (stderr full or closed) must not
         # leave tracefs mounted
         notice(f"mounted tracefs at {TRACEFS} (unmounted at exit)")
         yield TRACEFS
     finally:
-        if _libc.umount2(str(TRACEFS).encode(), 0) != 0:
-            err = ctypes.get_errno()
-            notice(f"could not unmount tracefs at {TRACEFS}: {os.strerror(err)}")
+        cleanup.leave(holder, mine, notice)
 
 
 @dataclass
