@@ -29,7 +29,7 @@ struct exec_extra {
 	u64 argc;
 	u32 argv_len;           /* bytes in argv */
 	u32 argv_full;          /* arg_end - arg_start */
-	struct file_info file;  /* the executable now mapped (success only) */
+	struct file_info file;  /* the executable now mapped: its inode (success only) */
 	struct exe_path cwd;
 	char argv[ARGV_MAX];    /* last: sent at argv_len */
 };
@@ -106,7 +106,10 @@ static __always_inline int family_exit(void *ctx, struct syscall_event *ev)
 	if (ev->ret == 0) {
 		void *mm = task_ptr(task, OFF_TASK_MM);
 
-		capture_file(&out->file, mm ? task_ptr(mm, OFF_MM_EXE_FILE) : 0);
+		void *file = mm ? task_ptr(mm, OFF_MM_EXE_FILE) : 0;
+
+		/* PATH names the file as given: its inode, no walk (exe= has the path) */
+		capture_inode(&out->file, file ? task_ptr(file, OFF_FILE_F_INODE) : 0);
 		capture_argv(out, task);
 	}
 	submit_parts(ctx, ev, out, __builtin_offsetof(struct exec_extra, argv) + out->argv_len);

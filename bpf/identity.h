@@ -187,7 +187,10 @@ static __always_inline void capture_proctitle(struct proctitle *pt, void *task)
 
 /* A path, walked up from (dentry, vfsmount) through dentries and across mounts: the
  * executable's, a file's behind an fd, the working directory's. d_path() is not callable
- * from tracepoints, so the components travel leaf first and user space joins them. */
+ * from tracepoints, so the components travel leaf first and user space joins them.
+ * Unrolled, it is large: a program has room for two of them within the 4096 instructions
+ * allowed where the loader lacks CAP_BPF in the initial user namespace. (A bounded loop
+ * instead passes the verifier's complexity limit.) */
 static __always_inline void capture_path(struct exe_path *out, void *dentry, void *vfsmnt)
 {
 	void *mnt = vfsmnt - OFF_MOUNT_MNT;

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import grp
+import os
 import pwd
 import socket
 import struct
@@ -43,7 +44,7 @@ import time
 from collections.abc import Iterator
 
 from . import record as _rec
-from .record import Event, Record
+from .record import Event, Record, SyscallRecord
 from .signals import SIGRTMAX, SIGRTMIN, signal_name
 from .tables import errno_message, errno_name, host_arch, syscall_name
 
@@ -302,18 +303,78 @@ _IPCCALLS = {
 _LISTS = {0: "user", 1: "task", 4: "exit", 5: "exclude", 6: "filesystem"}
 
 
+class Names:
+    """uid/gid -> name, looked up once, forgotten when the user or group database changes:
+    /etc/passwd or /etc/group touched (checked at most every `check_s`), or every `ttl_s`
+    for names from elsewhere (NSS: LDAP, sssd). `epoch` counts the changes; what was
+    rendered with names is kept with the epoch it was rendered in (see `current`)."""
+
+    FILES = ("/etc/passwd", "/etc/group")
+
+    def __init__(self, check_s: float = 1.0, ttl_s: float = 60.0) -> None:
+        self.check_s, self.ttl_s = check_s, ttl_s
+        self.epoch = 0
+        self.users: dict[int, str] = {}
+        self.groups: dict[int, str] = {}
+        self._stamp = self._files()
+        self._checked = self._since = time.monotonic()
+
+    def _files(self) -> tuple:
+        out = []
+        for path in self.FILES:
+            try:
+                st = os.stat(path)
+                out.append((st.st_ino, st.st_mtime_ns, st.st_size))
+            except OSError:
+                out.append(None)
+        return tuple(out)
+
+    def refresh(self) -> None:
+        """Cheap enough to call for every batch of events written."""
+        now = time.monotonic()
+        if now - self._checked < self.check_s:
+            return
+        self._checked = now
+        stamp = self._files()
+        if stamp != self._stamp or now - self._since >= self.ttl_s:
+            self._stamp, self._since = stamp, now
+            self.forget()
+
+    def forget(self) -> None:
+        self.users.clear()
+        self.groups.clear()
+        self.epoch += 1
+
+    def user(self, uid: int) -> str:
+        name = self.users.get(uid)
+        if name is None:
+            try:
+                name = pwd.getpwuid(uid & 0xFFFFFFFF).pw_name
+            except KeyError:
+                name = f"unknown({uid})"
+            self.users[uid] = name
+        return name
+
+    def group(self, gid: int) -> str:
+        name = self.groups.get(gid)
+        if name is None:
+            try:
+                name = grp.getgrgid(gid & 0xFFFFFFFF).gr_name
+            except KeyError:
+                name = f"unknown({gid})"
+            self.groups[gid] = name
+        return name
+
+
+NAMES = Names()
+
+
 def _user_name(uid: int, ctx: dict) -> str:
     if uid == -1:
         return "unset"
     if uid == 0:
         return "root"
-    cache = ctx.setdefault("uid_names", {})
-    if uid not in cache:
-        try:
-            cache[uid] = pwd.getpwuid(uid & 0xFFFFFFFF).pw_name
-        except KeyError:
-            cache[uid] = f"unknown({uid})"
-    return cache[uid]
+    return NAMES.user(uid)
 
 
 def _group_name(gid: int, ctx: dict) -> str:
@@ -321,13 +382,7 @@ def _group_name(gid: int, ctx: dict) -> str:
         return "unset"
     if gid == 0:
         return "root"
-    cache = ctx.setdefault("gid_names", {})
-    if gid not in cache:
-        try:
-            cache[gid] = grp.getgrgid(gid & 0xFFFFFFFF).gr_name
-        except KeyError:
-            cache[gid] = f"unknown({gid})"
-    return cache[gid]
+    return NAMES.group(gid)
 
 
 def _print_signal(val: str, base: int) -> str:
@@ -793,8 +848,6 @@ def _record_context(rec: Record, ctx: dict) -> dict:
     local = dict(ctx)
     local["machine"] = -1
     local["syscall"] = -1
-    local["uid_names"] = ctx.setdefault("uid_names", {})
-    local["gid_names"] = ctx.setdefault("gid_names", {})
     items = rec.field_items()
     if rec.type == "SYSCALL":
         for key, value in items:
@@ -919,17 +972,58 @@ def enrichment(
     return pairs
 
 
+def _memo(memo: dict, key: object, make):
+    """What `make()` gives, kept in `memo` while the user and group names are the same."""
+    hit = memo.get(key)
+    if hit is not None and hit[0] == NAMES.epoch:
+        return hit[1]
+    value = make()
+    memo[key] = (NAMES.epoch, value)
+    return value
+
+
+_HEAD: dict[tuple, list[tuple[str, str]]] = {}
+_MULTIPLEXED = ("socketcall", "ipc")   # their name depends on a0
+
+
+def _head_enrichment(rec: SyscallRecord) -> list[tuple[str, str]]:
+    """ARCH= and SYSCALL= of a SYSCALL record's head, once per (arch, syscall)."""
+    key: tuple = (rec.arch, rec.nr)
+    if syscall_name(rec.arch & 0xFFFFFFFF, rec.nr) in _MULTIPLEXED:
+        key = (rec.arch, rec.nr, rec.args[0])
+    pairs = _HEAD.get(key)
+    if pairs is None:
+        if len(_HEAD) > 4096:
+            _HEAD.clear()
+        pairs = _HEAD[key] = enrichment(Record("SYSCALL", rec.head_items()))
+    return pairs
+
+
+def record_enrichment(rec: Record, ctx: dict | None = None, *,
+                      encode: bool = True) -> list[tuple[str, str]]:
+    """`enrichment(rec)`, kept with records and identities written many times."""
+    if type(rec) is SyscallRecord and rec.ident is not None:
+        run = rec.ident
+        pairs = _head_enrichment(rec) + _memo(
+            run.memo, ("enrich", encode),
+            lambda: enrichment(Record("SYSCALL", list(run.items)), encode=encode))
+        if rec.after:
+            pairs = pairs + enrichment(Record("SYSCALL", list(rec.after)), encode=encode)
+        return pairs
+    if rec.memo is None:
+        return enrichment(rec, ctx, encode=encode)
+    return _memo(rec.memo, ("enrich", encode), lambda: enrichment(rec, ctx, encode=encode))
+
+
 def format_enriched(ev: Event, ctx: dict | None = None) -> str:
     """The event as auditd's ENRICHED log format: raw line, 0x1d, interpretations.
 
     Records with nothing to interpret carry no 0x1d. No trailing newline.
     """
     ctx = {} if ctx is None else ctx
-    lines = []
-    for rec in ev.records:
-        line = _rec.record_line(ev, rec)
-        pairs = enrichment(rec, ctx)
+    lines = _rec.raw_lines(ev)
+    for i, rec in enumerate(ev.records):
+        pairs = record_enrichment(rec, ctx)
         if pairs:
-            line += SEPARATOR + " ".join(f"{k}={v}" for k, v in pairs)
-        lines.append(line)
+            lines[i] += SEPARATOR + " ".join(f"{k}={v}" for k, v in pairs)
     return "\n".join(lines)

@@ -25,9 +25,11 @@ from typing import Any
 import orjson
 
 from . import interpret
-from .record import Event, Record, record_type_number, split_fields, stamp
+from .record import Event, Record, SyscallRecord, record_type_number, split_fields, stamp
 
 _SINGLE = {"SYSCALL", "EXECVE", "CWD", "PROCTITLE"}
+_T_SYSCALL = 1300
+_U64 = (1 << 64) - 1
 _DECIMAL = re.compile(r"-?\d+")
 _HEX_KINDS = {"a0", "a1", "a2", "a3", "arch", "cap_bitmap"}
 _STRING_KINDS = {"escaped", "key", "proctitle"}
@@ -132,7 +134,7 @@ def _proctitle(rec: Record) -> dict[str, Any]:
     return {"ARGV": [_text(a) for a in argv]}
 
 
-def _record(rec: Record, ctx: dict) -> dict[str, Any]:
+def _parsed(rec: Record, ctx: dict) -> dict[str, Any]:
     if rec.type == "PROCTITLE":
         return _proctitle(rec)
     try:
@@ -143,6 +145,45 @@ def _record(rec: Record, ctx: dict) -> dict[str, Any]:
     for name, text in interpret.enrichment(rec, ctx, encode=False):
         obj.setdefault(name, text)
     return obj
+
+
+_KEYS: dict[str, Any] = {}
+
+
+def _syscall(rec: SyscallRecord) -> dict[str, Any]:
+    """An eBPF SYSCALL from its values: the head as the generic path would read its text,
+    the identity's members made once per identity (they name nobody: no names involved)."""
+    a0, a1, a2, a3 = rec.args
+    obj: dict[str, Any] = {"arch": f"0x{rec.arch & _U64:x}", "syscall": rec.nr}
+    if rec.success is not None:
+        obj["success"] = rec.success
+        obj["exit"] = rec.exit
+    obj["a0"], obj["a1"] = f"0x{a0 & _U64:x}", f"0x{a1 & _U64:x}"
+    obj["a2"], obj["a3"] = f"0x{a2 & _U64:x}", f"0x{a3 & _U64:x}"
+    obj["items"] = rec.items
+    run = rec.ident
+    members = run.memo.get("json")
+    if members is None:
+        members = run.memo["json"] = _fields(_T_SYSCALL, list(run.items))
+    obj.update(members)
+    key = _KEYS.get(rec.key)
+    if key is None:
+        key = _KEYS[rec.key] = _value(_T_SYSCALL, "key", rec.key)
+    obj.setdefault("key", key)
+    for name, value in rec.after:
+        obj.setdefault(name, _value(_T_SYSCALL, name, value))
+    for name, text in interpret.record_enrichment(rec, encode=False):
+        obj.setdefault(name, text)
+    return obj
+
+
+def _record(rec: Record, ctx: dict) -> dict[str, Any]:
+    if type(rec) is SyscallRecord and rec.ident is not None:
+        return _syscall(rec)
+    if rec.memo is None:
+        return _parsed(rec, ctx)
+    # a record written many times: parsed once (again when user or group names change)
+    return interpret._memo(rec.memo, "json", lambda: _parsed(rec, ctx))
 
 
 def event_object(ev: Event, ctx: dict | None = None) -> dict[str, Any]:
@@ -160,6 +201,67 @@ def event_object(ev: Event, ctx: dict | None = None) -> dict[str, Any]:
     return obj
 
 
+def _inner(pairs) -> bytes:
+    """The members of a JSON object made of `pairs` (first of a name wins), no braces."""
+    obj: dict[str, Any] = {}
+    for name, value in pairs:
+        obj.setdefault(name, value)
+    return orjson.dumps(obj)[1:-1]
+
+
+_HEAD_ENRICH: dict[tuple, bytes] = {}
+
+
+def _syscall_bytes(rec: SyscallRecord) -> bytes:
+    """`orjson.dumps(_syscall(rec))`, from pieces made once: the identity's members and its
+    names (again when the names change), the key, ARCH/SYSCALL per (arch, syscall)."""
+    a0, a1, a2, a3 = rec.args
+    head = f'{{"arch":"0x{rec.arch & _U64:x}","syscall":{rec.nr}'
+    if rec.success is not None:
+        head += f',"success":"{rec.success}","exit":{rec.exit}'
+    head += (f',"a0":"0x{a0 & _U64:x}","a1":"0x{a1 & _U64:x}","a2":"0x{a2 & _U64:x}"'
+             f',"a3":"0x{a3 & _U64:x}","items":{rec.items}')
+    run = rec.ident
+    members = run.memo.get("json_bytes")
+    if members is None:
+        members = run.memo["json_bytes"] = orjson.dumps(_fields(_T_SYSCALL, list(run.items)))[1:-1]
+    key = _KEYS.get(rec.key)
+    if key is None:
+        key = _KEYS[rec.key] = _value(_T_SYSCALL, "key", rec.key)
+    hkey = (rec.arch, rec.nr, rec.args[0])
+    names = _HEAD_ENRICH.get(hkey)
+    if names is None:
+        if len(_HEAD_ENRICH) > 4096:
+            _HEAD_ENRICH.clear()
+        names = _HEAD_ENRICH[hkey] = _inner(interpret._head_enrichment(rec))
+    who = interpret._memo(run.memo, "json_names", lambda: _inner(interpret._memo(
+        run.memo, ("enrich", False),
+        lambda: interpret.enrichment(Record("SYSCALL", list(run.items)), encode=False))))
+    parts = [head.encode(), members, b'"key":' + orjson.dumps(key), names, who]
+    return b"".join((parts[0], b",", b",".join(p for p in parts[1:] if p), b"}"))
+
+
+def _record_bytes(rec: Record, ctx: dict) -> bytes:
+    if type(rec) is SyscallRecord and rec.ident is not None and not rec.after:
+        return _syscall_bytes(rec)
+    if rec.memo is not None:
+        return interpret._memo(rec.memo, "json_bytes", lambda: orjson.dumps(_record(rec, ctx)))
+    return orjson.dumps(_record(rec, ctx))
+
+
 def format_json(ev: Event, ctx: dict | None = None) -> bytes:
-    """One line of JSON (no newline) for ``ev``."""
-    return orjson.dumps(event_object(ev, ctx))
+    """One line of JSON (no newline) for ``ev``: `orjson.dumps(event_object(ev))`, put
+    together from each record's JSON (kept with records written many times)."""
+    ctx = {} if ctx is None else ctx
+    groups: dict[str, list[bytes]] = {}
+    for rec in ev.records:
+        groups.setdefault(rec.type, []).append(_record_bytes(rec, ctx))
+    out = [f'{{"ID":"{stamp(ev)}"'.encode()]
+    if ev.node:
+        out.append(b',"NODE":' + orjson.dumps(ev.node))
+    for rtype, objs in groups.items():
+        out.append(b"," + orjson.dumps(rtype) + b":")
+        out.append(objs[0] if len(objs) == 1 or rtype in _SINGLE
+                   else b"[" + b",".join(objs) + b"]")
+    out.append(b',"SOURCE":' + orjson.dumps(ev.source) + b"}")
+    return b"".join(out)

@@ -300,6 +300,11 @@ def record_line(ev: Event, rec: Record) -> str:
 
 def format_raw(ev: Event) -> str:
     """The event as auditd's RAW log format: one line per record, no trailing newline."""
+    return "\n".join(raw_lines(ev))
+
+
+def raw_lines(ev: Event) -> list[str]:
+    """The RAW line of each record of the event."""
     pre = f"node={ev.node} type=" if ev.node else "type="
     mid = f" msg=audit({ev.sec}.{ev.msec:03d}:{ev.serial}):"
     lines = []
@@ -307,7 +312,7 @@ def format_raw(ev: Event) -> str:
         text = record_text(ev, rec)
         # auditd trims the trailing space of a record with an empty body
         lines.append(pre + rec.type + mid + (" " + text if text else ""))
-    return "\n".join(lines)
+    return lines
 
 
 _LINE = re.compile(

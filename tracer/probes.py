@@ -111,6 +111,43 @@ def pow2_at_least(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
+def optional_features(layout: kernel_layout.Layout) -> list[str]:
+    """What the program uses when this kernel allows it, newest first: the loader drops them
+    one by one while the kernel refuses the program."""
+    out = []
+    if kernel_layout.has_register_offsets(layout) and kernel_version() >= (5, 15):
+        out.append("HAVE_TASK_PT_REGS")
+    # AUDTRACE_OUTPUT=perf takes the perf-buffer path on a kernel with a ring buffer
+    # (tests run both paths on one machine)
+    if kernel_version() >= (5, 8) and os.environ.get("AUDTRACE_OUTPUT") != "perf":
+        out.append("USE_RINGBUF")
+    return out
+
+
+def program_text(spec: ProgramSpec, layout: kernel_layout.Layout, tracefs: Path,
+                 buffer_bytes: int, features: list[str]) -> str:
+    """The C text BCC compiles: the struct offsets, the syscall numbers and arities, the
+    spec's constants and features, then the program with our headers and generated code."""
+    arch = tables.host_arch()
+    defines: dict[str, int | str] = {"MAX_CPUS": os.cpu_count() or 1,
+                                     "RINGBUF_PAGES": buffer_bytes // PAGE}
+    nargs: dict[int, int] = {}
+    for name in spec.syscalls:
+        nr = tables.syscall_number(arch, name)
+        defines[f"NR_{name.upper()}"] = -1 if nr is None else nr
+        if nr is not None:
+            nargs[nr] = syscall_arity(tracefs, name)
+    defines.update(spec.defines)
+    source = _nargs_function(nargs) + expand_includes(spec.source)
+    if spec.generated:
+        if "\n@GENERATED@\n" not in source:
+            raise ProbeError(f"bpf/{spec.source} has no @GENERATED@ line for its generated code")
+        source = source.replace("\n@GENERATED@\n", "\n" + spec.generated + "\n")
+    prelude = layout.prelude() + "".join(f"#define {k} {v}\n" for k, v in defines.items())
+    prelude += "".join(f"#define {f} 1\n" for f in features)
+    return prelude + source
+
+
 class Program:
     """One compiled and attached BPF program, and the buffer its events come through.
 
@@ -128,45 +165,19 @@ class Program:
         self.perf_lost = 0              # what the perf buffer's lost records said, a cross-check
         self.pending: list[bytes] = []  # copied by the callback, taken by the session
         self.buffer_bytes = pow2_at_least(max(buffer_bytes, PAGE) // PAGE) * PAGE
-        arch = tables.host_arch()
-        ncpu = os.cpu_count() or 1
-        defines: dict[str, int | str] = {
-            "MAX_CPUS": ncpu,
-            "RINGBUF_PAGES": self.buffer_bytes // PAGE,
-        }
-        nargs: dict[int, int] = {}
-        for name in spec.syscalls:
-            nr = tables.syscall_number(arch, name)
-            defines[f"NR_{name.upper()}"] = -1 if nr is None else nr
-            if nr is not None:
-                nargs[nr] = syscall_arity(tracefs, name)
-        defines.update(spec.defines)
-        source = _nargs_function(nargs) + expand_includes(spec.source)
-        source = source.replace("\n@GENERATED@\n", "\n" + spec.generated + "\n")
-        self.features: list[str] = []
-        # optional helpers, newest first; dropped one by one if this kernel refuses them
-        optional = []
-        if kernel_layout.has_register_offsets(layout) and kernel_version() >= (5, 15):
-            optional.append("HAVE_TASK_PT_REGS")
-        # AUDTRACE_OUTPUT=perf takes the perf-buffer path on a kernel with a ring buffer
-        # (tests run both paths on one machine)
-        if kernel_version() >= (5, 8) and os.environ.get("AUDTRACE_OUTPUT") != "perf":
-            optional.append("USE_RINGBUF")
-        last_error: Exception | None = None
+        features = optional_features(layout)
         while True:
-            prelude = layout.prelude() + "".join(f"#define {k} {v}\n" for k, v in defines.items())
-            prelude += "".join(f"#define {f} 1\n" for f in optional)
+            text = program_text(spec, layout, tracefs, self.buffer_bytes, features)
             try:
-                self.bpf = BPF(text=prelude + source, cflags=["-w"])
+                self.bpf = BPF(text=text, cflags=["-w"])
                 self._attach(tracefs)
-                self.src = Source(prelude + source)
                 break
             except Exception as e:  # BCC raises bare Exception for compile/load errors
-                last_error = e
-                if not optional:
-                    raise ProbeError(f"cannot load bpf/{spec.source}: {e}") from last_error
-                optional.pop(0)
-        self.features = optional
+                if not features:
+                    raise ProbeError(f"cannot load bpf/{spec.source}: {e}") from e
+                features.pop(0)
+        self.features = features
+        self.src = Source(text)
         self._fill_filters()
 
     def _attach(self, tracefs: Path) -> None:

@@ -56,22 +56,8 @@ def main() -> None:
         root = stack.enter_context(system.tracefs_mounted(lambda _m: None))
         stack.enter_context(system.header_tree_for_bcc(system.find_header_tree()))
         lap("tracefs_and_headers")
-        from audtrace.compat import tables
-
-        defines: dict[str, int | str] = {}
-        nargs = {}
-        for name in spec.syscalls:
-            nr = tables.syscall_number(tables.host_arch(), name)
-            defines[f"NR_{name.upper()}"] = -1 if nr is None else nr
-            if nr is not None:
-                nargs[nr] = probes.syscall_arity(root, name)
-        defines.update(spec.defines)
-        text = (
-            layout.prelude()
-            + "".join(f"#define {k} {v}\n" for k, v in defines.items())
-            + probes._nargs_function(nargs)
-            + probes.expand_includes(spec.source)
-        )
+        features = probes.optional_features(layout)
+        text = probes.program_text(spec, layout, root, probes.DEFAULT_BUFFER, features)
         lap("source_text")
         b = bcc.BPF(text=text, cflags=["-w"])
         lap("bpf_compile")  # + load/attach of the one raw tracepoint program
@@ -82,8 +68,11 @@ def main() -> None:
                 b.attach_tracepoint(tp=f"syscalls:sys_enter_{name}", fn_name=fns[0].name)
                 b.attach_tracepoint(tp=f"syscalls:sys_exit_{name}", fn_name=fns[1].name)
         lap("bpf_attach")
-        b["events"].open_perf_buffer(lambda *_a: None, page_cnt=256)
-        lap("perf_buffer")
+        if "USE_RINGBUF" in features:
+            b["events"].open_ring_buffer(lambda *_a: 0)
+        else:
+            b["events"].open_perf_buffer(lambda *_a: None, page_cnt=256)
+        lap("event_buffer")
         b.cleanup()
     json.dump({"steps": steps, "memory_mib": memory}, sys.stdout)
 

@@ -34,13 +34,8 @@ def test_conflict_probes_pass_this_kernels_verifier():
     mech = bind_conflict.Mechanism("kprobe", "test", bind_conflict.probe_defines(btf, present))
     spec = program(BindRequest(), mech)
     layout = kernel_layout.from_btf(btf)
-    defines = {"NR_BIND": 49, **spec.defines}
-    text = (
-        layout.prelude()
-        + "".join(f"#define {k} {v}\n" for k, v in defines.items())
-        + "static __always_inline int syscall_nargs(int nr) { return 3; }\n"
-        + probes.expand_includes(spec.source)
-    )
+    # the program as audtrace builds it (tracefs not needed: arities default to 6)
+    text = probes.program_text(spec, layout, Path("/nonexistent"), probes.PAGE, [])
     autoload = BPF._trace_autoload
     BPF._trace_autoload = lambda self: None  # load, never attach: no kprobes here
     try:
