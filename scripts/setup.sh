@@ -10,7 +10,8 @@
 #      `apt-get update` only then): python3-bpfcc, python3-venv, auditd (for auditctl,
 #      ausearch, aureport, ausyscall), iproute2, and a kernel header tree for BCC's compiler
 #      (linux-headers-$(uname -r) when apt has it, else the distro's generic headers package;
-#      none when /lib/modules/$(uname -r)/build already exists).
+#      none when /lib/modules/$(uname -r)/build already exists); with --test also laurel
+#      (audit's JSON plugin: the tests feed it audtrace's output), where apt has it.
 #      auditd's daemon is not started by the install (a temporary policy-rc.d denies it when
 #      the system has none); its unit is enabled by the package as usual, so it starts at the
 #      next boot unless you run `systemctl disable auditd`.
@@ -138,6 +139,11 @@ missing_packages() {
     for p in python3-bpfcc python3-venv auditd iproute2; do
         installed "$p" || echo "$p"
     done
+    # the tests read audtrace's output with laurel as an auditd plugin would (Debian 12,
+    # Ubuntu 22.04 on); a distribution without it skips those tests
+    if ((want_test)) && ! installed laurel && apt-cache show laurel >/dev/null 2>&1; then
+        echo laurel
+    fi
     headers_needed
 }
 

@@ -2,29 +2,17 @@
 
 Field order and encodings follow what the kernel writes (see ../shared/AUDIT-FORMAT.md):
 ausearch finds fields by sequential search, so order matters as much as spelling.
-Every record audtrace makes ends with `src=ebpf`, and its serial has bit 63 set and the
-audtrace pid in bits 32..62, so an eBPF event can share its identity neither with a
-kernel audit event nor with another audtrace's.
+Every record audtrace makes ends with `src=ebpf`; the session numbers the events
+(tracer/serials.py).
 """
 
 from __future__ import annotations
-
-import os
-from collections.abc import Iterator
 
 from audtrace.compat.record import Event, Record, enc_hex, enc_int, enc_str
 from audtrace.tracer.events import FileInfo, Identity, KernelSignal, SyscallEvent, Target
 
 SRC = ("src", "ebpf")
 UNSET = 0xFFFFFFFF
-
-
-def serials(pid: int | None = None) -> Iterator[int]:
-    base = (1 << 63) | ((pid if pid is not None else os.getpid()) & 0x7FFFFFFF) << 32
-    n = 0
-    while True:
-        n = (n + 1) & 0xFFFFFFFF
-        yield base | n
 
 
 def enc_key(keys: list[str]) -> str:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from audtrace.compat import tables
 from audtrace.compat.record import Event, Record, enc_int, enc_str
-from audtrace.tracer import audit_records, probes, system
+from audtrace.tracer import audit_records, probes, serials, system
 from audtrace.tracer.audit_match import relay_filter
 from audtrace.tracer.events import Clock
 from audtrace.tracer.sink import Sink
@@ -106,7 +106,7 @@ class Session:
         self.exit_status = 0
         self.pending: list[tuple[int, int, int, int, Event]] = []   # heap by time
         self.seq = 0
-        self.serials = audit_records.serials()
+        self.serials = serials.Serials()     # this run's slot, taken now: fails early
         self.written = {"ebpf": 0, "audit": 0}
         self.counted = 0                # toward --count: traced events, not bookkeeping
         self.lost_reported = {"ebpf": 0, "audit": 0}
@@ -220,6 +220,7 @@ class Session:
                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             with contextlib.ExitStack() as stack:
+                stack.callback(self.serials.close)
                 stack.callback(sink.close)
                 if opts.source in ("ebpf", "both"):
                     self._start_ebpf(stack)
