@@ -554,8 +554,8 @@ def _ioctl_req(v: str, _a: tuple) -> str:
 
 
 def _print_walltime(val: str) -> str:
-    """`1795318020.843582182` -> `11/22/26 03:27:00.843582182`, as the stamps read."""
-    sec, _, frac = val.partition(".")
+    """`"1795318020.843582182"` -> `11/22/26 03:27:00.843582182`, as the stamps read."""
+    sec, _, frac = val.strip('"').partition(".")
     if not sec.lstrip("-").isdigit() or not frac.isdigit():
         raise _ConvError
     return time.strftime("%x %T", time.localtime(int(sec))) + f".{frac}"
