@@ -73,6 +73,9 @@ class Subcommand:
     audit_filter: Callable | None = None
     # kernel record types relayed although no rule selects them (`exit`: ANOM_ABEND)
     relay_types: tuple[str, ...] = ()
+    # an audit rule the kernel refused (AuditRule, AuditError): True to load the rest
+    # (auditctl -i/-c), False to stop
+    audit_refused: Callable | None = None
     # called after every poll with (program, final); final once, before the programs go:
     # for subcommands that aggregate in BPF maps and report from them
     tick: Callable[[probes.Program, bool], None] | None = None
@@ -112,6 +115,7 @@ class Session:
         self.lost_reported = {"ebpf": 0, "audit": 0}
         self.program: probes.Program | None = None
         self.audit = None
+        self.refused: list = []         # audit rules the kernel refused, the run going on
         self.clock: Clock | None = None
 
     # -- set-up -------------------------------------------------------------------------
@@ -139,11 +143,19 @@ class Session:
     def _start_audit(self, stack: contextlib.ExitStack) -> None:
         from audtrace.tracer.audit_source import AuditSource
 
+        def on_refused(rule, err) -> bool:
+            ok = self.sub.audit_refused is not None and self.sub.audit_refused(rule, err)
+            if ok:
+                self.refused.append(rule)
+            return ok
+
         # the session's own handlers already turn SIGINT/SIGTERM/SIGHUP into a clean stop
-        self.relay = relay_filter(self.sub.audit_rules, self.sub.audit_filter,
-                                  self.sub.relay_types)
         self.audit = stack.enter_context(AuditSource(self.sub.audit_rules, on_notice=notice,
-                                                     handle_signals=False))
+                                                     handle_signals=False,
+                                                     on_refused=on_refused))
+        # a rule the kernel refused matches nothing: it selects no events to relay
+        self.relay = relay_filter([r for r in self.sub.audit_rules if r not in self.refused],
+                                  self.sub.audit_filter, self.sub.relay_types)
 
     # -- the stream -----------------------------------------------------------------------
     def _on_raw(self, raw, arch: int) -> None:
@@ -281,7 +293,7 @@ class Session:
             layout = self.program.layout
             parts.append(f"{self.sub.mechanism}, offsets from {probes.mechanism(layout)}")
         if self.audit is not None:
-            parts.append(f"kernel audit, {len(self.sub.audit_rules)} rules")
+            parts.append(f"kernel audit, {len(self.sub.audit_rules) - len(self.refused)} rules")
         return "; ".join(parts)
 
     def _summary(self) -> None:
