@@ -562,8 +562,9 @@ def _print_walltime(val: str) -> str:
 
 
 def _print_wait_status(val: str) -> str:
-    """task->exit_code: low 7 bits the signal (0x80 core dumped), else status << 8."""
-    n = _strtoul(val, 10)
+    """task->exit_code (written quoted): low 7 bits the signal (0x80 core dumped), else
+    status << 8."""
+    n = _strtoul(val.strip('"'), 10)
     if n & 0x7F:
         core = ",core" if n & 0x80 else ""
         return f"killed({signal_name(n & 0x7F)}{core})"

@@ -15,6 +15,13 @@ SRC = ("src", "ebpf")
 UNSET = 0xFFFFFFFF
 
 
+def enc_own_int(value: int) -> str:
+    """A number in a field the audit tools do not know (audtrace's own): quoted. Unquoted,
+    laurel reads an unknown field's even run of digits as hex text (netns=4026531840 would
+    become 4 bytes of garbage); known numeric names (pid, uid, inode, lport...) stay bare."""
+    return enc_str(str(value))
+
+
 def enc_key(keys: list[str]) -> str:
     if not keys:
         return "(null)"
@@ -85,7 +92,8 @@ def kernel_signal_events(ev: KernelSignal, keys: list[str], serial: int) -> list
                                ("msg", f"'{msg}{keyfield} res=success'"), SRC])
 
     exe = enc_str(who.exe) if who.exe else "(null)"
-    common = f"sig={ev.sig} code={ev.si_code} result={ev.result}"
+    # not `code=`/`result=`: ausearch -i reads those as a seccomp action and a success flag
+    common = f"sig={ev.sig} si_code={ev.si_code} delivery={ev.result}"
     out = [Event(sec, nsec // 1_000_000, serial, [user(
         who.pid, who.uid, who.auid, who.ses,
         f"op=signal-generate {common} comm={enc_str(who.comm)} exe={exe}"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from audtrace.compat import tables
-from audtrace.compat.record import Event, Record, enc_int, enc_str
+from audtrace.compat.record import Event, Record, enc_str
 from audtrace.tracer import audit_records, probes, serials, system
 from audtrace.tracer.audit_match import relay_filter
 from audtrace.tracer.events import Clock
@@ -213,7 +213,8 @@ class Session:
             now = time.time_ns()
             sec, nsec = divmod(now, 1_000_000_000)
             rec = Record(LOSS_TYPE, [("op", enc_str("lost-events")), ("source", enc_str(source)),
-                                     ("lost", enc_int(new)), ("total", enc_int(n)),
+                                     ("lost", audit_records.enc_own_int(new)),
+                                     ("total", audit_records.enc_own_int(n)),
                                      ("res", "failed"), audit_records.SRC])
             self._queue(Event(sec, nsec // 1_000_000, 0, [rec], "ebpf"))
 

@@ -102,12 +102,12 @@ def test_exit_codes_and_signal_deaths(tracers, tmp_path):
     # SIGTERM: the kernel has nothing; eBPF names the sender, this test process
     ((_i, e),) = abends(text, victim.pid)[0]
     assert abends(text, victim.pid)[1] == []
-    assert (e["sig"], e["core"], e["by_pid"]) == ("15", '"no"', str(os.getpid()))
+    assert (e["sig"], e["core"], e["by_pid"]) == ("15", '"no"', f'"{os.getpid()}"')
 
     # the kill event beside it: the same victim pid and signal
     both = tmp_path / "both.log"
     both.write_text(text + kill_log.read_text())
-    by_sender = ausearch(both, "-p", e["by_pid"], "-sc", "kill", "-i")
+    by_sender = ausearch(both, "-p", e["by_pid"].strip('"'), "-sc", "kill", "-i")
     assert f"opid={victim.pid}" in by_sender and "a1=SIGTERM" in by_sender
     by_victim = ausearch(both, "-p", str(victim.pid), "-i")
     assert "type=ANOM_ABEND" in by_victim and "sig=SIGTERM" in by_victim

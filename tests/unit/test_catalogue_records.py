@@ -79,7 +79,7 @@ def test_ioctl_decode_and_names():
 @pytest.mark.parametrize("status,text", [(15, "killed(SIGTERM)"), (0x86, "killed(SIGABRT,core)"),
                                          (3 << 8, "exited(3)"), (0, "exited(0)")])
 def test_wait_status_interpretation(status, text):
-    assert interpret_value(1701, "status", str(status), {})[1] == text
+    assert interpret_value(1701, "status", f'"{status}"', {})[1] == text
 
 
 def test_clock_texts():

@@ -21,6 +21,7 @@ from audtrace.compat.record import Event, Record, enc_int, enc_str
 from audtrace.tracer import audit_records, options
 from audtrace.tracer.audit_match import all_of, process_filter
 from audtrace.tracer.audit_netlink import AuditRule
+from audtrace.tracer.audit_records import enc_own_int
 from audtrace.tracer.bind_conflict import Mechanism
 from audtrace.tracer.events import Clock, SyscallEvent, decode_syscall
 from audtrace.tracer.port_holders import (
@@ -164,10 +165,12 @@ def _socket_fields(h: HeldSocket, d: BindDetail) -> list[tuple[str, str]]:
     fields = [("proto", enc_int(PROTO_NUMBERS[h.proto])), ("state", enc_str(h.state)),
               ("laddr", enc_str(h.laddr)), ("lport", enc_int(h.lport)),
               ("raddr", enc_str(h.raddr)), ("rport", enc_int(h.rport)),
-              ("sock_inode", enc_int(h.inode)), ("sock_uid", enc_int(h.uid))]
+              # the owner's uid, not named *uid: ausearch's parser takes any `uid=` inside a
+              # user record's msg for the record's uid and skips the event (-ui)
+              ("sock_inode", enc_own_int(h.inode)), ("sock_owner", enc_own_int(h.uid))]
     if h.reuse is not None:
         fields += [("reuse", enc_int(h.reuse)), ("reuseport", enc_int(h.reuseport or 0))]
-    fields.append(("netns", enc_int(d.netns)))
+    fields.append(("netns", enc_own_int(d.netns)))
     if diag is not None:
         if diag.port_range is not None:
             lo, hi = diag.port_range

@@ -92,9 +92,11 @@ def abend_record(ev: SyscallEvent, keys: list[str]) -> Record:
               ("ses", enc_int(who.ses)), ("pid", enc_int(who.pid)), ("comm", enc_str(who.comm)),
               ("exe", enc_str(who.exe) if who.exe else "(null)"),
               ("sig", enc_int(d.signal)), ("res", "1"),
-              ("core", enc_str("yes" if d.core else "no")), ("status", enc_int(d.status))]
+              ("core", enc_str("yes" if d.core else "no")),
+              ("status", audit_records.enc_own_int(d.status))]
     if d.killer_pid:
-        fields += [("by_pid", enc_int(d.killer_pid)), ("by_comm", enc_str(d.killer_comm))]
+        fields += [("by_pid", audit_records.enc_own_int(d.killer_pid)),
+                   ("by_comm", enc_str(d.killer_comm))]
     fields += [("key", audit_records.enc_key(keys)), audit_records.SRC]
     return Record("ANOM_ABEND", fields)
 

@@ -21,7 +21,7 @@ from typing import TextIO
 import click
 import orjson
 from audtrace.compat import tables
-from audtrace.compat.record import Event, enc_int
+from audtrace.compat.record import Event
 from audtrace.tracer import audit_records, heatmap, options
 from audtrace.tracer.events import Clock, SyscallEvent, decode_syscall
 from audtrace.tracer.histogram import NOTE, Histogram, format_ns, parse_duration, render
@@ -102,7 +102,7 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
         # they never return: audit writes neither success= nor exit=
         rec.fields = [f for f in rec.fields if f[0] not in ("success", "exit")]
     at = next(i for i, f in enumerate(rec.fields) if f[0] == "key") + 1
-    rec.fields.insert(at, (LATENCY_FIELD, enc_int(ev.detail or 0)))
+    rec.fields.insert(at, (LATENCY_FIELD, audit_records.enc_own_int(ev.detail or 0)))
     return out
 
 
