@@ -196,7 +196,7 @@ def test_kernel_generated_signals(tracers, tmp_path):
         msg = dict(split_fields(fields["msg"].strip("'")))
         found[(fields["pid"], msg["sig"])] = msg
     segv = found[(str(crash_pid), "11")]
-    assert segv["opid"] == str(crash_pid) and int(segv["code"]) > 0   # SEGV_MAPERR
+    assert segv["opid"] == str(crash_pid) and int(segv["si_code"]) > 0   # SEGV_MAPERR
     sigpipe = found[(str(pipe_pid), "13")]
     assert sigpipe["opid"] == str(pipe_pid) and sigpipe["op"] == "signal-generate"
     if shutil.which("ausearch"):
