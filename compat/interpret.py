@@ -609,16 +609,17 @@ def _ioctl_req(v: str, _a: tuple) -> str:
 
 
 def _print_walltime(val: str) -> str:
-    """`1795318020.843582182` -> `11/22/26 03:27:00.843582182`, as the stamps read."""
-    sec, _, frac = val.partition(".")
+    """`"1795318020.843582182"` -> `11/22/26 03:27:00.843582182`, as the stamps read."""
+    sec, _, frac = val.strip('"').partition(".")
     if not sec.lstrip("-").isdigit() or not frac.isdigit():
         raise _ConvError
     return time.strftime("%x %T", time.localtime(int(sec))) + f".{frac}"
 
 
 def _print_wait_status(val: str) -> str:
-    """task->exit_code: low 7 bits the signal (0x80 core dumped), else status << 8."""
-    n = _strtoul(val, 10)
+    """task->exit_code (written quoted): low 7 bits the signal (0x80 core dumped), else
+    status << 8."""
+    n = _strtoul(val.strip('"'), 10)
     if n & 0x7F:
         core = ",core" if n & 0x80 else ""
         return f"killed({signal_name(n & 0x7F)}{core})"

@@ -22,7 +22,7 @@ import pwd
 import re
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import tables
@@ -230,12 +230,19 @@ class Rule:
 
 @dataclass(frozen=True)
 class RuleCommand:
-    """-a/-A (add; prepend) or -d (delete) of a rule, or -w/-W of a watch."""
+    """-a/-A (add; prepend) or -d (delete) of a rule, or -w/-W of a watch. `path` and `line`
+    say where a file's command stands; `tolerant` that an earlier `-i` or `-c` of the file
+    (or of the command line) lets the kernel refuse it without stopping the load."""
 
     op: str  # "add", "prepend", "delete"
     rule: Rule
     line: int | None = None
     warnings: tuple[str, ...] = ()
+    path: str | None = None
+    tolerant: bool = False
+
+    def where(self) -> str:
+        return f"line {self.line} of {self.path}" if self.path else "the command line"
 
 
 @dataclass(frozen=True)
@@ -771,7 +778,8 @@ def _options(argv: list[str]) -> list[tuple[str, str | None]]:
 
 
 def parse_args(argv: list[str], line: int | None = None) -> Command | None:
-    """One auditctl command line (without the program name). None for -i/-c alone."""
+    """One auditctl command line (without the program name): a RuleCommand, a Control for
+    the other commands (-D, -l, -i, -c ...), None for no words."""
     if not argv:
         return None
     opts = _options(argv)
@@ -910,8 +918,17 @@ def parse_line(text: str, line: int | None = None) -> Rule:
     return cmd.rule
 
 
-def parse_text(text: str, path: str = "<rules>") -> list[Command]:
-    """A whole rule file (augenrules format). The first error names its line."""
+# auditctl's -i (ignore errors when reading rules from a file) and -c (continue through
+# errors, then exit 1): from the line that says so on, a rule that fails is reported and
+# the rest of the file is loaded
+TOLERANT = ("ignore_errors", "continue_errors")
+
+
+def parse_text(text: str, path: str = "<rules>", tolerant: bool = False) -> list[Command]:
+    """A whole rule file (augenrules format). The first error names its line and stops,
+    unless an earlier `-i`/`-c` line (or `tolerant`: one given on the command line) asks to
+    go on: then the line becomes a Control("skipped") carrying the error, as auditctl
+    reports it and reads on."""
     out: list[Command] = []
     for lineno, raw in enumerate(text.splitlines(), start=1):
         words = split_line(raw)
@@ -920,13 +937,25 @@ def parse_text(text: str, path: str = "<rules>") -> list[Command]:
         try:
             cmd = parse_args(words, lineno)
         except RuleError as e:
-            raise e.at(lineno, path) from None
+            if not tolerant:
+                raise e.at(lineno, path) from None
+            out.append(Control("skipped", f"line {lineno} of {path}: {e.message}", lineno))
+            continue
+        if isinstance(cmd, RuleCommand):
+            cmd = replace(cmd, path=path, tolerant=tolerant)
+        elif isinstance(cmd, Control) and cmd.op in TOLERANT:
+            tolerant = True
         if cmd is not None:
             out.append(cmd)
     return out
 
 
-def parse_file(path: str | Path) -> list[Command]:
+def tolerant_from(commands: Iterable[Command]) -> bool:
+    """Does one of these commands say -i or -c?"""
+    return any(isinstance(c, Control) and c.op in TOLERANT for c in commands)
+
+
+def parse_file(path: str | Path, tolerant: bool = False) -> list[Command]:
     p = Path(path)
     try:
         text = p.read_text(errors="surrogateescape")
@@ -934,7 +963,7 @@ def parse_file(path: str | Path) -> list[Command]:
         raise RuleError(f"audit rules file {p} doesn't exist") from None
     except OSError as e:
         raise RuleError(f"Error opening {p} ({e.strerror})") from None
-    return parse_text(text, str(p))
+    return parse_text(text, str(p), tolerant)
 
 
 def rule_set(commands: Iterable[Command]) -> list[Rule]:

@@ -10,7 +10,9 @@
 #      `apt-get update` only then): python3-bpfcc, python3-venv, auditd (for auditctl,
 #      ausearch, aureport, ausyscall), iproute2, and a kernel header tree for BCC's compiler
 #      (linux-headers-$(uname -r) when apt has it, else the distro's generic headers package;
-#      none when /lib/modules/$(uname -r)/build already exists).
+#      none when /lib/modules/$(uname -r)/build already exists); with --test also laurel
+#      (audit's JSON plugin: the tests feed it audtrace's output), where apt has it, with
+#      its auditd plugin left inactive when installed here (the tests run it on its own).
 #      auditd's daemon is not started by the install (a temporary policy-rc.d denies it when
 #      the system has none); its unit is enabled by the package as usual, so it starts at the
 #      next boot unless you run `systemctl disable auditd`.
@@ -138,6 +140,11 @@ missing_packages() {
     for p in python3-bpfcc python3-venv auditd iproute2; do
         installed "$p" || echo "$p"
     done
+    # the tests read audtrace's output with laurel as an auditd plugin would (Debian 12,
+    # Ubuntu 22.04 on); a distribution without it skips those tests
+    if ((want_test)) && ! installed laurel && apt-cache show laurel >/dev/null 2>&1; then
+        echo laurel
+    fi
     headers_needed
 }
 
@@ -193,6 +200,13 @@ if ((${#missing[@]})); then
     apt-get "${apt_opts[@]}" install "${missing[@]}" >>"$log" 2>&1 \
         || fail "apt-get install ${missing[*]}"
     drop_policy
+    # laurel's package activates its auditd plugin; the tests run the binary on their own,
+    # so a laurel installed here stays out of the system's auditd (its next start)
+    laurel_conf=/etc/audit/plugins.d/laurel.conf
+    if [[ " ${missing[*]} " == *" laurel "* && -f $laurel_conf ]]; then
+        echo "+ active = no in $laurel_conf" >>"$log"
+        sed -i 's/^active = yes$/active = no/' "$laurel_conf"
+    fi
 elif ! rpm_family; then
     echo "apt: nothing missing" >>"$log"
 fi

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from audtrace.compat.record import Event
+from audtrace.compat.record import Event, dec_str
 from audtrace.tracer.audit_netlink import AuditRule
 
 _NUMERIC = {"pid", "ppid", "uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid",
@@ -96,3 +96,47 @@ def relay_filter(rules: list[AuditRule], request: Callable[[Event], bool] | None
         return request is None or request(ev)
 
     return want
+
+
+def each(base: list[tuple[str, str, int | str]], tail: list[tuple[str, str, int | str]],
+         **choices: list[int]) -> list[list[tuple[str, str, int | str]]]:
+    """Rule fields for every combination of the given choices, one `-F NAME=VALUE` per
+    chosen name: `each(base, tail, pid=[1, 2], uid=[0])` -> [base + pid=1 uid=0 + tail,
+    base + pid=2 uid=0 + tail]. An empty choice adds no field. Kernel audit ANDs a rule's
+    fields and ORs its rules, so a request for several pids is one rule per pid."""
+    out = [list(base)]
+    for name, values in choices.items():
+        if values:
+            out = [[*fields, (name, "=", v)] for fields in out for v in values]
+    return [[*fields, *tail] for fields in out]
+
+
+def process_filter(pids: list[int] = (), uids: list[int] = (),
+                   comms: list[str] = ()) -> Callable[[Event], bool] | None:
+    """--pid/--uid/--comm on a relayed event, as the eBPF side applies them: the pid (tgid),
+    real uid and comm of its first record (SYSCALL, or ANOM_ABEND, which carry them).
+    None when nothing is asked."""
+    if not (pids or uids or comms):
+        return None
+    want_pids, want_uids = set(pids), set(uids)
+    want_comms = {c.encode() for c in comms}
+
+    def keep(ev: Event) -> bool:
+        rec = ev.records[0]
+        if want_pids and _value("pid", rec.get("pid")) not in want_pids:
+            return False
+        if want_uids and _value("uid", rec.get("uid")) not in want_uids:
+            return False
+        return not want_comms or dec_str(rec.get("comm")) in want_comms
+
+    return keep
+
+
+def all_of(*filters: Callable[[Event], bool] | None) -> Callable[[Event], bool] | None:
+    """One relay filter keeping what every given filter keeps (None ones ignored)."""
+    active = [f for f in filters if f is not None]
+    if not active:
+        return None
+    if len(active) == 1:
+        return active[0]
+    return lambda ev: all(f(ev) for f in active)

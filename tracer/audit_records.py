@@ -2,15 +2,11 @@
 
 Field order and encodings follow what the kernel writes (see ../shared/AUDIT-FORMAT.md):
 ausearch finds fields by sequential search, so order matters as much as spelling.
-Every record audtrace makes ends with `src=ebpf`, and its serial has bit 63 set and the
-audtrace pid in bits 32..62, so an eBPF event can share its identity neither with a
-kernel audit event nor with another audtrace's.
+Every record audtrace makes ends with `src=ebpf`; the session numbers the events
+(tracer/serials.py).
 """
 
 from __future__ import annotations
-
-import os
-from collections.abc import Iterator
 
 from audtrace.compat.record import Event, Record, Run, SyscallRecord, enc_int, enc_str
 from audtrace.tracer.events import FileInfo, Identity, KernelSignal, SyscallEvent, Target
@@ -19,12 +15,11 @@ SRC = ("src", "ebpf")
 UNSET = 0xFFFFFFFF
 
 
-def serials(pid: int | None = None) -> Iterator[int]:
-    base = (1 << 63) | ((pid if pid is not None else os.getpid()) & 0x7FFFFFFF) << 32
-    n = 0
-    while True:
-        n = (n + 1) & 0xFFFFFFFF
-        yield base | n
+def enc_own_int(value: int) -> str:
+    """A number in a field the audit tools do not know (audtrace's own): quoted. Unquoted,
+    laurel reads an unknown field's even run of digits as hex text (netns=4026531840 would
+    become 4 bytes of garbage); known numeric names (pid, uid, inode, lport...) stay bare."""
+    return enc_str(str(value))
 
 
 _KEYS: dict[tuple[str, ...], str] = {}
@@ -123,7 +118,8 @@ def kernel_signal_events(ev: KernelSignal, keys: list[str], serial: int) -> list
                                ("msg", f"'{msg}{keyfield} res=success'"), SRC])
 
     exe = enc_str(who.exe) if who.exe else "(null)"
-    common = f"sig={ev.sig} code={ev.si_code} result={ev.result}"
+    # not `code=`/`result=`: ausearch -i reads those as a seccomp action and a success flag
+    common = f"sig={ev.sig} si_code={ev.si_code} delivery={ev.result}"
     out = [Event(sec, nsec // 1_000_000, serial, [user(
         who.pid, who.uid, who.auid, who.ses,
         f"op=signal-generate {common} comm={enc_str(who.comm)} exe={exe}"

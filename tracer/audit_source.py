@@ -114,8 +114,10 @@ class AuditSource:
 
     def __init__(self, rules: list[AuditRule], on_notice: Callable[[str], None],
                  *, eoe_timeout: float = EOE_TIMEOUT, handle_signals: bool = True,
-                 rcvbuf: int = 32 << 20) -> None:
+                 rcvbuf: int = 32 << 20,
+                 on_refused: Callable[[AuditRule, AuditError], bool] | None = None) -> None:
         self.rules = list(rules)
+        self.on_refused = on_refused     # a rule the kernel refused: True to load the rest
         self.on_notice = on_notice
         self.eoe_timeout = eoe_timeout
         self.handle_signals = handle_signals
@@ -232,6 +234,13 @@ class AuditSource:
             with suppress(AuditError):
                 if rule not in self._ctl.list_rules():
                     self._added.pop()
+            if self._added[-1:] != [rule] and self.on_refused and self.on_refused(rule, e):
+                # not in the kernel: nothing of ours to undo
+                held.holders.remove(self._user)
+                if not held.holders:
+                    del j.rules[str(rule)]
+                write()
+                return
             raise
         if os.environ.get(STOP_AFTER_FIRST_RULE) and len(self._added) == 1:
             os.kill(os.getpid(), signal.SIGSTOP)

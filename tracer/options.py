@@ -136,8 +136,9 @@ def common_options(f: Callable) -> Callable:
 RUNNER = "audtrace.runner"
 
 
-def run(sub, common: dict) -> None:
-    """Run a declared subcommand with the common options; errors become one line."""
+def run(sub, common: dict, status: Callable[[int], int] | None = None) -> None:
+    """Run a declared subcommand with the common options; errors become one line.
+    `status` may change the exit status of a run that ended (`rules -c`)."""
     from audtrace.tracer.audit_netlink import AuditError
     from audtrace.tracer.probes import ProbeError
     from audtrace.tracer.session import Options, Session, SessionError
@@ -158,6 +159,6 @@ def run(sub, common: dict) -> None:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         click.echo(f"audtrace: {first}", err=True)
         sys.exit(1)
-    sys.exit(code)
+    sys.exit(status(code) if status is not None else code)
 
 

@@ -16,8 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from audtrace.compat import tables
-from audtrace.compat.record import Event, Record, enc_int, enc_str
-from audtrace.tracer import audit_records, probes, system
+from audtrace.compat.record import Event, Record, enc_str
+from audtrace.tracer import audit_records, probes, serials, system
 from audtrace.tracer.audit_match import relay_filter
 from audtrace.tracer.events import Clock, Decoder
 from audtrace.tracer.sink import Sink
@@ -70,6 +70,9 @@ class Subcommand:
     audit_filter: Callable | None = None
     # kernel record types relayed although no rule selects them (`exit`: ANOM_ABEND)
     relay_types: tuple[str, ...] = ()
+    # an audit rule the kernel refused (AuditRule, AuditError): True to load the rest
+    # (auditctl -i/-c), False to stop
+    audit_refused: Callable | None = None
     # called after every poll with (program, final); final once, before the programs go:
     # for subcommands that aggregate in BPF maps and report from them
     tick: Callable[[probes.Program, bool], None] | None = None
@@ -101,12 +104,13 @@ class Session:
         self.final_lost: dict[str, int] | None = None
         self.stop = False
         self.exit_status = 0
-        self.stream = Stream(audit_records.serials())
+        self.stream = Stream(serials.Serials())     # this run's slot, taken now: fails early
         self.written = {"ebpf": 0, "audit": 0}
         self.counted = 0                # toward --count: traced events, not bookkeeping
         self.lost_reported = {"ebpf": 0, "audit": 0}
         self.program: probes.Program | None = None
         self.audit = None
+        self.refused: list = []         # audit rules the kernel refused, the run going on
         self.clock: Clock | None = None
 
     # -- set-up -------------------------------------------------------------------------
@@ -133,11 +137,19 @@ class Session:
     def _start_audit(self, stack: contextlib.ExitStack) -> None:
         from audtrace.tracer.audit_source import AuditSource
 
+        def on_refused(rule, err) -> bool:
+            ok = self.sub.audit_refused is not None and self.sub.audit_refused(rule, err)
+            if ok:
+                self.refused.append(rule)
+            return ok
+
         # the session's own handlers already turn SIGINT/SIGTERM/SIGHUP into a clean stop
-        self.relay = relay_filter(self.sub.audit_rules, self.sub.audit_filter,
-                                  self.sub.relay_types)
         self.audit = stack.enter_context(AuditSource(self.sub.audit_rules, on_notice=notice,
-                                                     handle_signals=False))
+                                                     handle_signals=False,
+                                                     on_refused=on_refused))
+        # a rule the kernel refused matches nothing: it selects no events to relay
+        self.relay = relay_filter([r for r in self.sub.audit_rules if r not in self.refused],
+                                  self.sub.audit_filter, self.sub.relay_types)
 
     # -- the stream -----------------------------------------------------------------------
     def _take_ebpf(self) -> None:
@@ -199,7 +211,8 @@ class Session:
             now = time.time_ns()
             sec, nsec = divmod(now, 1_000_000_000)
             rec = Record(LOSS_TYPE, [("op", enc_str("lost-events")), ("source", enc_str(source)),
-                                     ("lost", enc_int(new)), ("total", enc_int(n)),
+                                     ("lost", audit_records.enc_own_int(new)),
+                                     ("total", audit_records.enc_own_int(n)),
                                      ("res", "failed"), audit_records.SRC])
             self._queue(Event(sec, nsec // 1_000_000, 0, [rec], "ebpf"))
 
@@ -218,6 +231,7 @@ class Session:
                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         try:
             with contextlib.ExitStack() as stack:
+                stack.callback(self.stream.serials.close)
                 stack.callback(sink.close)
                 if opts.source in ("ebpf", "both"):
                     self._start_ebpf(stack)
@@ -282,7 +296,7 @@ class Session:
             parts.append(f"{self.sub.mechanism}, offsets from {probes.mechanism(layout)}, "
                          f"{self.program.output()}")
         if self.audit is not None:
-            parts.append(f"kernel audit, {len(self.sub.audit_rules)} rules")
+            parts.append(f"kernel audit, {len(self.sub.audit_rules) - len(self.refused)} rules")
         return "; ".join(parts)
 
     def _summary(self) -> None:

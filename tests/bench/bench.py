@@ -203,7 +203,7 @@ def count_records(path: Path, pids: set[int], fmt: str) -> tuple[int, int]:
                 if m and int(m.group(1)) in pids:
                     n += 1
             elif line.startswith("type=DAEMON_ERR") and "lost-events" in line:
-                m = re.search(r" lost=(\d+)", line)
+                m = re.search(r' lost="?(\d+)', line)
                 lost += int(m.group(1)) if m else 0
     return n, lost
 

@@ -203,3 +203,31 @@ def others_changing_state() -> list[str]:
         if b"audtrace.tracer.cli" in b" ".join(argv) or Path(argv[0].decode()).name == "auditd":
             found.append(f"{cmdline.parent.name}: {b' '.join(argv)[:120].decode()}")
     return found
+
+
+def give_new_tasks_audit_contexts() -> None:
+    """Make sure kernel audit has been enabled since boot, so processes forked from now on
+    have an audit context (the kernel gives none to a task forked before audit was first
+    enabled). A test that must start its processes before audtrace (to name their pids)
+    calls this first. Enabled and restored through audtrace's own source, no rule added."""
+    from audtrace.tracer.audit_source import AuditSource
+
+    with AuditSource([], on_notice=lambda _msg: None, handle_signals=False):
+        pass
+
+
+def waiting_children(n: int, code: str) -> list[subprocess.Popen]:
+    """N python children that run CODE once a line arrives on their stdin (see `release`)."""
+    return [
+        subprocess.Popen([PYTHON, "-c", f"import sys; sys.stdin.readline()\n{code}"],
+                         stdin=subprocess.PIPE)
+        for _ in range(n)
+    ]
+
+
+def release(children: list[subprocess.Popen]) -> list[int]:
+    """Let `waiting_children` go on; their exit statuses."""
+    for c in children:
+        c.stdin.write(b"\n")
+        c.stdin.close()
+    return [c.wait(timeout=30) for c in children]

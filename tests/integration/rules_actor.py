@@ -79,6 +79,11 @@ def main(argv: list[str]) -> int:
     elif action == "chmod":
         os.chmod(arg, 0o640)
         out.append((me, "chmod"))
+    elif action == "unlink":  # a file it creates under ARG, then removes
+        path = os.path.join(arg, f"unlink-{me}")
+        open(path, "w").close()
+        os.unlink(path)
+        out.append((me, "unlink"))
     else:
         print(f"unknown action {action}", file=sys.stderr)
         return 2

@@ -27,6 +27,7 @@ from audtrace.compat.record import (
     enc_int,
     enc_str,
 )
+from audtrace.tracer import serials
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -59,8 +60,9 @@ def write_log(path: Path, lines: list[str]) -> Path:
     return path
 
 
-def ebpf_serial(counter: int) -> int:
-    return (1 << 63) | (EBPF_PID << 32) | counter
+def ebpf_serial(counter: int, slot: int = 5) -> int:
+    """A serial as tracer/serials.py gives them: bit 31, the run's slot, a counter."""
+    return serials.KERNEL_LIMIT | slot << serials.COUNTER_BITS | counter
 
 
 def found_serials(text: str) -> list[int]:
@@ -216,19 +218,20 @@ def test_ebpf_event_interpreted_by_ausearch(mixed_log):
     )
 
 
-def test_ausearch_event_id_option_is_32_bit(mixed_log):
-    """``ausearch -a`` keeps the id in an unsigned int: serials >= 2**32-1 are unselectable."""
+def test_ausearch_event_id_selects_ebpf_serials(mixed_log):
+    """``ausearch -a`` keeps the id in 32 bits: eBPF serials fit, the largest included."""
     path, kev, eev = mixed_log
     assert found_serials(tool("ausearch", "-if", str(path), "-a", str(kev.serial), "--raw")) == [
         kev.serial
     ]
-    assert tool("ausearch", "-if", str(path), "-a", str(eev.serial), "--raw") == ""
-    # the largest serial -a can select
-    top = kill_event(2**32 - 2, sec=kev.sec + 5)
-    path2 = write_log(path.with_name("top.log"), record.format_raw(top).split("\n"))
-    assert found_serials(tool("ausearch", "-if", str(path2), "-a", str(2**32 - 2), "--raw")) == [
-        2**32 - 2
+    assert found_serials(tool("ausearch", "-if", str(path), "-a", str(eev.serial), "--raw")) == [
+        eev.serial
     ]
+    top = ebpf_serial(serials.COUNTER_MASK, slot=serials.SLOTS - 1)
+    assert top == 2**32 - 1
+    path2 = write_log(path.with_name("top.log"),
+                      record.format_raw(kill_event(top, sec=kev.sec + 5)).split("\n"))
+    assert found_serials(tool("ausearch", "-if", str(path2), "-a", str(top), "--raw")) == [top]
 
 
 def test_auparse_formats_accept_ebpf_events(mixed_log):

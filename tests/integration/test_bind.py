@@ -270,7 +270,7 @@ def test_ephemeral_port_taken_by_a_client(tracers, tmp_path, netns):
     assert h["state"] == '"ESTABLISHED"' and h["rport"] == "8080"
     assert h["ephemeral"] == '"yes"' and h["reserved"] == '"no"'
     inum = os.stat(f"/run/netns/{netns}").st_ino
-    assert h["netns"] == str(inum)
+    assert h["netns"] == f'"{inum}"'
     err = "\n".join(tracer.stderr)
     assert "it is an ephemeral port" in err
     assert f"ip netns exec {netns} sysctl -w net.ipv4.ip_local_reserved_ports={port}" in err

@@ -124,7 +124,7 @@ def test_kernel_decision_names_the_conflicting_socket(tracers, tmp_path):
         assert t["reuse"] == "0" and t["reuseport"] == "0"
     else:  # inlined on this kernel: the decision is the kernel's, the holder sock_diag's
         assert t["how"] == '"sock_diag"'
-    assert t["netns"] == str(os.stat("/proc/self/ns/net").st_ino)
+    assert t["netns"] == f'"{os.stat("/proc/self/ns/net").st_ino}"'
     u = holders[udp["holder"]]
     # UDP: the kernel's decision by kprobe, the holder by sock_diag
     assert u["decision"] == '"udp_lib_get_port"' and u["how"] == '"sock_diag"'

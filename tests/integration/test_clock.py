@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+from audtrace.compat.interpret import format_interpreted
+from audtrace.compat.record import parse_log
 from catalogue import ausearch, diff_records, first, select, stamps_close
 from helpers import wait_for
 
@@ -38,7 +41,9 @@ def injected(rec: dict[str, str]) -> int:
 
 
 def wall(text: str) -> int:
-    sec, frac = text.split(".")
+    """A quoted "sec.nsec": unquoted, the audit tools would take it for hex text."""
+    assert text[0] == text[-1] == '"', text
+    sec, frac = text.strip('"').split(".")
     return int(sec) * NS + int(frac)
 
 
@@ -109,6 +114,14 @@ def test_time_changes_match_kernel_audit(tracers, tmp_path):
 
     interp = ausearch(log, "-i", "-p", str(d["pid"]), "-sc", "clock_settime")
     assert interp.count("type=TIME_INJOFFSET") == 2 and interp.count("exit=EINVAL") == 2
+    # the wall times read as written, in ausearch -i and in audtrace's own interpretation
+    assert f"old={first_set['old']} new={first_set['new']} " in interp
+    ours = [ev for ev in parse_log(text.splitlines())
+            if any(r.get("old") == first_set["old"] for r in ev.records)]
+    mine = format_interpreted(ours[0])
+    sec, frac = first_set["old"].strip('"').split(".")
+    local = time.strftime("%x %T", time.localtime(int(sec)))
+    assert f" old={local}.{frac} new=" in mine, mine
     interp = ausearch(log, "-i", "-p", str(d["pid"]), "-sc", "settimeofday")
     assert interp.count("type=TIME_INJOFFSET") == 2
     assert ausearch(log, "-i", "-sc", "ioctl", "-p", str(d["pid"])).count("exit=ENOTTY") == 2

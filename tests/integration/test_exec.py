@@ -13,10 +13,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 import pytest
 from catalogue import aureport, ausearch, diff_records, first, select, stamps_close
-from helpers import wait_for
+from helpers import give_new_tasks_audit_contexts, release, wait_for, waiting_children
 
 pytestmark = pytest.mark.kernel
 
@@ -162,3 +163,22 @@ def test_privileged_setuid_exec_by_nobody(tracers, tmp_path, setuid_id):
     assert select(text, KEY, plain.pid, NR_EXECVE) == ([], [])
     interp = ausearch(log, "-i", "-ui", str(NOBODY), "-sc", "execve")
     assert interp.count("euid=root") >= 2 and interp.count("uid=nobody") >= 2
+
+
+def test_audit_side_keeps_every_pid_asked(tracers, tmp_path):
+    """`--source audit --pid A --pid B`: kernel audit reports the executions of A and of B,
+    and not of C."""
+    give_new_tasks_audit_contexts()
+    children = waiting_children(3, "import os; os.execv('/bin/true', ['/bin/true'])")
+    a, b, c = (p.pid for p in children)
+    log = tmp_path / "pids.log"
+    tracer = tracers(["exec", "--source", "audit", "--pid", str(a), "--pid", str(b),
+                      "-k", KEY], log)
+    assert release(children) == [0, 0, 0]
+    assert wait_for(lambda: all(select(tracer.text(), KEY, p, NR_EXECVE)[1] for p in (a, b)),
+                    20)
+    time.sleep(1)       # C's event, were it relayed, would have come with the others
+    assert tracer.stop() == 0
+    text = log.read_text()
+    assert [len(select(text, KEY, p, NR_EXECVE)[1]) for p in (a, b, c)] == [1, 1, 0]
+    assert "src=ebpf" not in text

@@ -16,7 +16,7 @@ import pytest
 from audtrace.compat.record import parse_netlink, split_fields
 from audtrace.tracer.audit_netlink import AuditReader
 from catalogue import aureport, ausearch, diff_records, events, first, select, stamps_close
-from helpers import wait_for
+from helpers import give_new_tasks_audit_contexts, release, wait_for, waiting_children
 
 pytestmark = pytest.mark.kernel
 
@@ -102,12 +102,12 @@ def test_exit_codes_and_signal_deaths(tracers, tmp_path):
     # SIGTERM: the kernel has nothing; eBPF names the sender, this test process
     ((_i, e),) = abends(text, victim.pid)[0]
     assert abends(text, victim.pid)[1] == []
-    assert (e["sig"], e["core"], e["by_pid"]) == ("15", '"no"', str(os.getpid()))
+    assert (e["sig"], e["core"], e["by_pid"]) == ("15", '"no"', f'"{os.getpid()}"')
 
     # the kill event beside it: the same victim pid and signal
     both = tmp_path / "both.log"
     both.write_text(text + kill_log.read_text())
-    by_sender = ausearch(both, "-p", e["by_pid"], "-sc", "kill", "-i")
+    by_sender = ausearch(both, "-p", e["by_pid"].strip('"'), "-sc", "kill", "-i")
     assert f"opid={victim.pid}" in by_sender and "a1=SIGTERM" in by_sender
     by_victim = ausearch(both, "-p", str(victim.pid), "-i")
     assert "type=ANOM_ABEND" in by_victim and "sig=SIGTERM" in by_victim
@@ -143,3 +143,25 @@ def test_exe_filter(tracers, tmp_path):
     assert select(text, KEY, shell.pid) == ([], [])
     ebpf, audit = select(text, KEY, sleeper.pid, NR_EXIT_GROUP)
     assert len(ebpf) == len(audit) == 1
+
+
+def test_audit_side_keeps_every_pid_asked(tracers, tmp_path):
+    """`--source audit --pid A --pid B`: the exit_group of A and the kernel's ANOM_ABEND of
+    B (a SIGABRT death) are relayed; C's exit_group and D's ANOM_ABEND are not."""
+    give_new_tasks_audit_contexts()
+    exits = waiting_children(2, "import os; os._exit(3)")
+    aborts = waiting_children(2, "import os, resource; resource.setrlimit("
+                              "resource.RLIMIT_CORE, (0, 0)); os.abort()")
+    (a, c), (b, d) = (p.pid for p in exits), (p.pid for p in aborts)
+    log = tmp_path / "pids.log"
+    tracer = tracers(["exit", "--source", "audit", "--pid", str(a), "--pid", str(b),
+                      "-k", KEY], log)
+    assert release(exits + aborts) == [3, 3, -signal.SIGABRT, -signal.SIGABRT]
+    assert wait_for(lambda: select(tracer.text(), KEY, a, NR_EXIT_GROUP)[1]
+                    and abends(tracer.text(), b)[1], 20)
+    time.sleep(1)       # C's and D's events, were they relayed, would have come too
+    assert tracer.stop() == 0
+    text = log.read_text()
+    assert [len(select(text, KEY, p, NR_EXIT_GROUP)[1]) for p in (a, b, c, d)] == [1, 0, 0, 0]
+    assert [len(abends(text, p)[1]) for p in (a, b, c, d)] == [0, 1, 0, 0]
+    assert "src=ebpf" not in text

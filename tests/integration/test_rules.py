@@ -324,3 +324,120 @@ def test_supplementary_groups_match_as_in_the_kernel(tracers, tmp_path):
     text = log.read_text()
     check_same(text, member, "supp", {"supp"})
     assert f"pid={other} " not in text
+
+
+# ---- a real augenrules set-up: the audit package's example files, -i ----------------------
+EXAMPLES = Path("/usr/share/doc/auditd/examples/rules")
+COMPOSED = ("10-base-config.rules", "12-ignore-error.rules", "30-stig.rules",
+            "41-containers.rules", "42-injection.rules", "43-module-load.rules")
+
+
+def augenrules(files: list[Path]) -> str:
+    """The files as augenrules joins them into audit.rules: in order, comments and blank
+    lines dropped, -D first, the last -e last."""
+    lines, minus_d, minus_e = [], [], []
+    for f in files:
+        for ln in f.read_text().splitlines():
+            ln = ln.strip()
+            if not ln or ln.startswith("#"):
+                continue
+            if ln == "-D":
+                minus_d = [ln]
+            elif ln.startswith("-e "):
+                minus_e = [ln]
+            else:
+                lines.append(ln)
+    return "\n".join(minus_d + lines + minus_e) + "\n"
+
+
+def calls_by_action(text: str, pids: dict[str, int]) -> dict[str, list[tuple[str, str]]]:
+    """Per action: the sorted (syscall, key) of every SYSCALL record of its pid."""
+    out = {}
+    for name, pid in pids.items():
+        out[name] = sorted(
+            (r[0][1]["syscall"], r[0][1].get("key", ""))
+            for _i, r in events(text)
+            if r[0][0] == "SYSCALL" and r[0][1].get("pid") == str(pid)
+        )
+    return out
+
+
+def test_example_rules_with_ignore_errors_load_the_rest(tracers, tmp_path):
+    """The audit package's example files composed as augenrules would, with -i (from
+    12-ignore-error) and a rule the kernel refuses (a directory that does not exist): each
+    refused rule is reported in one line naming its file and line, the rest loads, and
+    the eBPF/kernel split writes exactly the events kernel audit alone writes, key for key."""
+    if not EXAMPLES.is_dir():
+        pytest.skip(f"{EXAMPLES} missing (Debian's auditd ships it)")
+    gone = tmp_path / "gone"
+    extra = tmp_path / "35-missing.rules"
+    extra.write_text(f"-a always,exit -F dir={gone}/ -F perm=wa -F key=gone\n")
+    composite = tmp_path / "audit.rules"
+    composite.write_text(augenrules([EXAMPLES / f for f in COMPOSED] + [extra]))
+    lines = composite.read_text().splitlines()
+    refusable = {i for i, ln in enumerate(lines, start=1)
+                 if (d := next((w[4:] for w in ln.split() if w.startswith("dir=")), None))
+                 and not Path(d).exists()}
+    assert refusable and lines[max(refusable) - 1].endswith("-F key=gone")
+    work = tmp_path / "work"
+    work.mkdir()
+    os.chmod(tmp_path, 0o755)
+
+    def run(source: str) -> dict[str, list[tuple[str, str]]]:
+        log = tmp_path / f"{source}.log"
+        t = tracers(["rules", "-R", str(composite), "--source", source], log)
+        refused = [ln for ln in t.stderr if "the kernel refused" in ln]
+        assert sorted(int(ln.split()[2]) for ln in refused) == sorted(refusable), refused
+        assert all(ln.startswith("audtrace: line ") and f" of {composite}: " in ln
+                   and ln.endswith("; left out (-i)") for ln in refused), refused
+        acts = {
+            "adjtimex": act("adjtimex", "--loginuid", "1000"),
+            "mount": act("mount", str(work), "--loginuid", "1000"),
+            "chmod": act("chmod", str(extra), "--loginuid", "1000"),
+            "unlink": act("unlink", str(work), "--loginuid", "1000"),
+        }
+        keys = ('"time-change"', '"export"', '"perm_mod"', '"delete"')
+        assert wait_for(lambda: all(k in t.text() for k in keys), 30), t.text()[-2000:]
+        time.sleep(1)
+        assert t.stop() == 0
+        if source == "ebpf":
+            assert "src=ebpf" in log.read_text()      # the split: some rules ran in eBPF
+            tracing = next(ln for ln in t.stderr if ln.startswith("audtrace: tracing"))
+            assert " 0 rules as eBPF filters" not in tracing
+        return calls_by_action(log.read_text(), {n: evs[0][0] for n, evs in acts.items()})
+
+    runs = {source: run(source) for source in ("ebpf", "audit")}
+    assert runs["ebpf"] == runs["audit"]
+    assert all(runs["audit"].values()), runs["audit"]
+
+
+def test_a_refused_rule_without_ignore_errors_stops_with_its_line(tmp_path):
+    rules = tmp_path / "stop.rules"
+    rules.write_text(f"-a always,exit -F arch=b64 -S getpgid -k fine\n"
+                     f"-a always,exit -F dir={tmp_path}/gone/ -F perm=wa -k gone\n")
+    before = subprocess.run(["auditctl", "-l"], capture_output=True, text=True).stdout
+    out = subprocess.run([str(REPO / "audtrace"), "rules", "-R", str(rules), "--duration", "5"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"audtrace: line 2 of {rules}: the kernel refused -w {tmp_path}/gone")
+    assert "ENOENT" in last
+    assert subprocess.run(["auditctl", "-l"], capture_output=True, text=True).stdout == before
+
+
+def test_continue_errors_loads_the_rest_and_exits_1(tracers, tmp_path):
+    rules = tmp_path / "cont.rules"
+    a0 = 4200000 + os.getpid() % 100000
+    rules.write_text("-c\n"
+                     "-a always,exit -F arch=b64 -S getpgid -F bogus=1 -k bad\n"
+                     f"-a always,exit -F dir={tmp_path}/gone/ -F perm=wa -k gone\n"
+                     f"-a always,exit -F arch=b64 -S getpgid -F a0={a0} -k cont\n")
+    log = tmp_path / "cont.log"
+    t = tracers(["rules", "-R", str(rules)], log)
+    assert f"audtrace: line 2 of {rules}: -F unknown field: bogus; left out (-c)" in t.stderr
+    assert any(ln.startswith(f"audtrace: line 3 of {rules}: the kernel refused") for ln in
+               t.stderr)
+    ((pid, _),) = act("getpgid", str(a0))
+    assert wait_for(lambda: f" pid={pid} " in t.text(), 30)
+    assert t.stop() == 1
+    assert t.stderr[-1] == "audtrace: 2 rules left out: exit status 1 (-c)"

@@ -7,7 +7,7 @@ it exercises, a number `n`, and what goes in:
 - eBPF cases: a normalized event (tracer/events.py, with its subcommand's detail) passed
   through that subcommand's own `to_audit`, as tracer/session.py does. The session gives
   serials as it writes; here they are fixed: case n's k-th event gets serial
-  `EBPF_SERIAL | (10 * n + k)` (bit 63 and a pid in bits 32..62, the session's layout),
+  `EBPF_SERIAL | (10 * n + k)` (bit 31 and slot 5 in bits 25..30, the session's layout),
   and its time stamp is `stamp_ns(n)`.
 - relayed cases: records as the kernel sends them over NETLINK_AUDIT, `audit(S.MMM:N): body`
   (stamp from `stamp_ns(n)`, serial `1000 + n`), parsed as tracer/audit_source.py parses
@@ -64,7 +64,7 @@ from audtrace.tracer.subcommands.net import NetDetail
 
 UNSET = 0xFFFFFFFF
 T0 = 1795318755                         # 2026-11-22 03:39:15 UTC
-EBPF_SERIAL = (1 << 63) | (31337 << 32)
+EBPF_SERIAL = (1 << 31) | (5 << 25)
 KERNEL_SERIAL = 1000
 AUDIT_EOE = 1320
 NETNS = 4026531840

@@ -61,14 +61,6 @@ def test_untrusted_strings_are_hex():
     assert fields["tty"] == "pts3" and fields["exe"] == "(null)"
 
 
-def test_serials_never_collide_with_kernel_or_other_instances():
-    a, b = audit_records.serials(100), audit_records.serials(101)
-    sa, sb = [next(a) for _ in range(3)], [next(b) for _ in range(3)]
-    assert all(s >> 63 == 1 for s in sa + sb)
-    assert not set(sa) & set(sb)
-    assert len(set(sa)) == 3 and all(s < 2**64 for s in sa)
-
-
 def test_kernel_signal_names_context_and_victim():
     ks = KernelSignal(time_ns=1795314827_000_000_000, sig=11, si_code=1, result=0, group=False,
                       context=WHO, victim=SLEEP)

@@ -79,12 +79,12 @@ def test_ioctl_decode_and_names():
 @pytest.mark.parametrize("status,text", [(15, "killed(SIGTERM)"), (0x86, "killed(SIGABRT,core)"),
                                          (3 << 8, "exited(3)"), (0, "exited(0)")])
 def test_wait_status_interpretation(status, text):
-    assert interpret_value(1701, "status", str(status), {})[1] == text
+    assert interpret_value(1701, "status", f'"{status}"', {})[1] == text
 
 
 def test_clock_texts():
     assert fmt_ns(1_795_318_020_000_000_001) == "1795318020.000000001"
     assert fmt_ns(-1) == "-1.999999999"
     assert rtc_text((0, 0, 12, 1, 0, 126, 0, 0, 0)) == "2026-01-01T12:00:00"
-    kind, out = interpret_value(1316, "old", "0.5", {})
+    kind, out = interpret_value(1316, "old", '"0.5"', {})
     assert kind == "walltime" and out.endswith(".5")

@@ -63,7 +63,7 @@ def test_local_time(monkeypatch):
 
 
 def test_src_field_and_node_on_ebpf_events():
-    ev = Event(1795314885, 413, 2**63 + 5, [OBJ], "ebpf", node="web01")
+    ev = Event(1795314885, 413, 2**31 + 5, [OBJ], "ebpf", node="web01")
     line = interpret.format_interpreted(ev).split("\n")[1]
     assert line.startswith("node=web01 type=OBJ_PID msg=audit(11/22/26 02:34:45.413:")
     assert line.endswith(" ocomm=sleep src=ebpf ")
@@ -191,8 +191,8 @@ def test_json_shape():
         Record("OBJ_PID", body="opid=9 oauid=-1 ouid=0 oses=-1 ocomm=41"),
         TITLE,
     ]
-    obj = orjson.loads(jsonfmt.format_json(Event(1795314885, 413, 2**63 + 1, recs, "ebpf", "h1")))
-    assert obj["ID"] == f"1795314885.413:{2**63 + 1}" and obj["NODE"] == "h1"
+    obj = orjson.loads(jsonfmt.format_json(Event(1795314885, 413, 2**31 + 1, recs, "ebpf", "h1")))
+    assert obj["ID"] == f"1795314885.413:{2**31 + 1}" and obj["NODE"] == "h1"
     assert obj["SOURCE"] == "ebpf"
     sc = obj["SYSCALL"]
     assert sc["syscall"] == 62 and sc["a0"] == "0xd61" and sc["arch"] == "0xc000003e"

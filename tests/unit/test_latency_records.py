@@ -72,7 +72,7 @@ def test_kernel_fields_then_latency_then_src():
     names = [k for k, _ in split_fields(lines[0].split("): ", 1)[1])]
     assert names == [*KERNEL_ORDER, "latency_ns", "src"]  # a number is never last
     fields = dict(split_fields(lines[0].split("): ", 1)[1]))
-    assert fields["latency_ns"] == "20108906" and fields["key"] == '"slow"'
+    assert fields["latency_ns"] == '"20108906"' and fields["key"] == '"slow"'
     assert fields["syscall"] == "35" and fields["exit"] == "0"
 
 

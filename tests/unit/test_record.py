@@ -121,21 +121,21 @@ def _event(source="ebpf", node=None):
         Record("SYSCALL", [("arch", "c000003e"), ("syscall", "62"), ("key", '"k"')]),
         Record("OBJ_PID", [("opid", "3425"), ("ocomm", '"sleep"')]),
     ]
-    return Event(1795314885, 7, (1 << 63) | (4242 << 32) | 1, recs, source, node)
+    return Event(1795314885, 7, (1 << 31) | (3 << 25) | 1, recs, source, node)
 
 
 def test_format_raw_lines():
     ev = _event()
     assert format_raw(ev) == (
-        "type=SYSCALL msg=audit(1795314885.007:9223390256106045441): arch=c000003e syscall=62 "
+        "type=SYSCALL msg=audit(1795314885.007:2248146945): arch=c000003e syscall=62 "
         'key="k" src=ebpf\n'
-        'type=OBJ_PID msg=audit(1795314885.007:9223390256106045441): opid=3425 ocomm="sleep" '
+        'type=OBJ_PID msg=audit(1795314885.007:2248146945): opid=3425 ocomm="sleep" '
         "src=ebpf"
     )
     ev.source = "audit"
     ev.node = "web01"
     assert format_raw(ev).split("\n")[1] == (
-        "node=web01 type=OBJ_PID msg=audit(1795314885.007:9223390256106045441): "
+        "node=web01 type=OBJ_PID msg=audit(1795314885.007:2248146945): "
         'opid=3425 ocomm="sleep"'
     )
 
@@ -195,7 +195,7 @@ def test_parse_log_groups_by_identity():
     other = format_raw(Event(1795314885, 7, 13, [Record("CWD", [("cwd", '"/"')])], "audit"))
     events = parse_log([lines[0], other, lines[1]])
     assert [(e.serial, e.source, len(e.records)) for e in events] == [
-        ((1 << 63) | (4242 << 32) | 1, "ebpf", 2),
+        ((1 << 31) | (3 << 25) | 1, "ebpf", 2),
         (13, "audit", 1),
     ]
 

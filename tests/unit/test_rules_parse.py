@@ -75,6 +75,43 @@ def test_file_errors_name_the_line(tmp_path):
     assert str(e.value) == f"-F unknown field: nosuch (there was an error in line 5 of {f})"
 
 
+def test_ignore_errors_from_its_line_on(tmp_path):
+    """auditctl -i/-c: an error before the line stops the file, one after it is skipped
+    with its line named, and the rules after it are marked so the kernel may refuse them."""
+    f = tmp_path / "x.rules"
+    f.write_text("-D\n-a always,exit -F arch=b64 -S kill -k before\n-i\n"
+                 "-a always,exit -F nosuch=1\n-a always,exit -F arch=b64 -S bind -k after\n")
+    cmds = R.parse_file(f)
+    assert [c.op for c in cmds if isinstance(c, R.Control)] == [
+        "delete_all", "ignore_errors", "skipped"]
+    skipped = next(c for c in cmds if isinstance(c, R.Control) and c.op == "skipped")
+    assert skipped.value == f"line 4 of {f}: -F unknown field: nosuch" and skipped.line == 4
+    rules = [c for c in cmds if isinstance(c, R.RuleCommand)]
+    assert [(c.rule.keys, c.tolerant, c.line, c.path) for c in rules] == [
+        (("before",), False, 2, str(f)), (("after",), True, 5, str(f))]
+    assert rules[1].where() == f"line 5 of {f}"
+    f.write_text("-a always,exit -F nosuch=1\n-c\n")
+    with pytest.raises(R.RuleError):
+        R.parse_file(f)
+    assert [c.op for c in R.parse_file(f, tolerant=True)] == ["skipped", "continue_errors"]
+
+
+def test_ignore_errors_carries_into_later_files_and_from_the_command_line(tmp_path):
+    from audtrace.tracer.subcommands import rules as cmd
+
+    first, second = tmp_path / "10.rules", tmp_path / "20.rules"
+    first.write_text("-D\n-i\n")
+    second.write_text("-a always,exit -F nosuch=1\n-a always,exit -F arch=b64 -S bind\n")
+    rules, commands = cmd.load([str(first), str(second)], [])
+    assert len(rules) == 1 and any(getattr(c, "op", "") == "skipped" for c in commands)
+    first.write_text("-D\n")
+    with pytest.raises(R.RuleError):
+        cmd.load([str(first), str(second)], [])
+    rules, commands = cmd.load([str(first), str(second)], ["-c"])
+    assert len(rules) == 1 and cmd.notices(commands) == [
+        f"line 1 of {second}: -F unknown field: nosuch; left out (-c)"]
+
+
 @x86_64_only
 def test_values_convert_as_libaudit():
     r = R.parse_line(
@@ -310,3 +347,26 @@ def test_ebpf_budget_sends_the_rest_to_kernel_audit():
     assert over.where == "audit" and "eBPF filters are full" in over.why
     # first match still holds: every kernel rule after them is preceded by their never copies
     assert str(p.audit[0]).startswith("-a never,exit")
+
+
+def test_refused_rules_are_reported_by_line_or_stop(tmp_path, capsys):
+    import errno
+
+    from audtrace.tracer.audit_netlink import AuditError
+    from audtrace.tracer.subcommands import rules as cmd
+
+    f = tmp_path / "r.rules"
+    f.write_text("-a always,exit -F dir=/a/ -F perm=wa -k a\n-i\n"
+                 "-a always,exit -F dir=/b/ -F perm=wa -k b\n")
+    rules, commands = cmd.load([str(f)], [])
+    refusals = cmd.Refusals(commands, F.plan(rules))
+    gone = OSError(errno.ENOENT, "")
+    with pytest.raises(AuditError, match=f"^line 1 of {f}: the kernel refused -w /a/ "):
+        refusals(AuditRule.from_rule(rules[0]), gone)
+    assert refusals(AuditRule.from_rule(rules[1]), gone) is True
+    assert capsys.readouterr().err == (
+        f"audtrace: line 3 of {f}: the kernel refused -w /b/ -p wa -k b: No such file or "
+        "directory (ENOENT); left out (-i)\n")
+    never = AuditRule(syscalls=[62], fields=[("arch", "=", "b64")], action="never")
+    assert refusals(never, gone) is False       # not from the file: the error stands
+    assert refusals.status(0) == 0

@@ -17,9 +17,11 @@ import sys
 from dataclasses import dataclass, field
 
 import click
-from audtrace.compat.record import Event, Record, dec_str, enc_int, enc_str
+from audtrace.compat.record import Event, Record, enc_int, enc_str
 from audtrace.tracer import audit_records, options
+from audtrace.tracer.audit_match import all_of, process_filter
 from audtrace.tracer.audit_netlink import AuditRule
+from audtrace.tracer.audit_records import enc_own_int
 from audtrace.tracer.bind_conflict import Mechanism
 from audtrace.tracer.events import Decoder, SyscallEvent
 from audtrace.tracer.port_holders import (
@@ -164,10 +166,12 @@ def _socket_fields(h: HeldSocket, d: BindDetail) -> list[tuple[str, str]]:
     fields = [("proto", enc_int(PROTO_NUMBERS[h.proto])), ("state", enc_str(h.state)),
               ("laddr", enc_str(h.laddr)), ("lport", enc_int(h.lport)),
               ("raddr", enc_str(h.raddr)), ("rport", enc_int(h.rport)),
-              ("sock_inode", enc_int(h.inode)), ("sock_uid", enc_int(h.uid))]
+              # the owner's uid, not named *uid: ausearch's parser takes any `uid=` inside a
+              # user record's msg for the record's uid and skips the event (-ui)
+              ("sock_inode", enc_own_int(h.inode)), ("sock_owner", enc_own_int(h.uid))]
     if h.reuse is not None:
         fields += [("reuse", enc_int(h.reuse)), ("reuseport", enc_int(h.reuseport or 0))]
-    fields.append(("netns", enc_int(d.netns)))
+    fields.append(("netns", enc_own_int(d.netns)))
     if diag is not None:
         if diag.port_range is not None:
             lo, hi = diag.port_range
@@ -294,27 +298,33 @@ def sockaddr_of(text: str | None) -> tuple[int, int | None, str | None]:
     return fam, (int.from_bytes(raw[2:4], "big") if addr else None), addr
 
 
-def audit_filter(req: BindRequest):
-    """--port, --addr, --comm (audit rules have no such fields) on relayed events, as the
-    eBPF side applies them: from the SOCKADDR record and SYSCALL's comm."""
-    comms = {c.encode() for c in req.comms}
-    addrs = {ipaddress.ip_address(a) for a in req.addrs}
-    if not (req.ports or addrs or comms):
+def address_filter(ports: list[int], addrs: list[str], families: list[int] = ()):
+    """--port, --addr (and --family) on a relayed event, from its SOCKADDR record as the
+    eBPF side reads the same bytes; None when nothing is asked. An event without a
+    SOCKADDR has no address to match."""
+    want_addrs = {ipaddress.ip_address(a) for a in addrs}
+    if not (ports or want_addrs or families):
         return None
 
     def keep(ev: Event) -> bool:
-        sc = ev.records[0]
-        if comms and dec_str(sc.get("comm")) not in comms:
-            return False
-        if not (req.ports or addrs):
-            return True
         sa = next((r for r in ev.records if r.type == "SOCKADDR"), None)
-        _fam, port, addr = sockaddr_of(sa.get("saddr") if sa is not None else None)
-        if req.ports and port not in req.ports:
+        fam, port, addr = sockaddr_of(sa.get("saddr") if sa is not None else None)
+        if families and fam not in families:
             return False
-        return not addrs or (addr is not None and ipaddress.ip_address(addr) in addrs)
+        if ports and port not in ports:
+            return False
+        return not want_addrs or (addr is not None and ipaddress.ip_address(addr) in want_addrs)
 
     return keep
+
+
+def audit_filter(req: BindRequest):
+    """--port, --addr, --comm (audit rules have no such fields) and several --family (a
+    rule takes one saddr_fam) on relayed events, as the eBPF side applies them: from the
+    SOCKADDR record and SYSCALL's comm. --pid is in the rules."""
+    fams = [FAMILIES[f] for f in req.families] if len(set(req.families)) > 1 else []
+    return all_of(process_filter(comms=req.comms),
+                  address_filter(req.ports, req.addrs, fams))
 
 
 def subcommand(req: BindRequest, keys: list[str]):

@@ -6,8 +6,8 @@ Records: SYSCALL; TIME_INJOFFSET as the kernel writes it when the call moved the
 (`sec=` `nsec=`: for a setting, the new time less the time at entry, so it can exceed the
 kernel's own by the microseconds between entry and the setting; for ADJ_SETOFFSET the
 offset asked, exactly); a KERNEL_OTHER record `op="clock"` with the wall time before and
-after the call (CLOCK_TAI read in the kernel at entry and exit, less the TAI offset),
-what was asked (`asked=` time or offset, `modes=`, `rtc=`); PROCTITLE.
+after the call, quoted "sec.nsec" (CLOCK_TAI read in the kernel at entry and exit, less the
+TAI offset), what was asked (`asked=` time or offset, `modes=`, `rtc=`); PROCTITLE.
 """
 
 from __future__ import annotations
@@ -88,12 +88,14 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
         sec, nsec = divmod(inj, NS)
         records.append(Record("TIME_INJOFFSET", [("sec", enc_int(sec)), ("nsec", enc_int(nsec)),
                                                  audit_records.SRC]))
-    fields = [("op", enc_str("clock")), ("old", fmt_ns(d.before_ns)),
-              ("new", fmt_ns(d.after_ns))]
+    # "sec.nsec" is neither a decimal nor hex: unquoted, audit's parsers would take it for
+    # hex text (laurel decodes an even-length run of digits so), so the times are quoted
+    fields = [("op", enc_str("clock")), ("old", enc_str(fmt_ns(d.before_ns))),
+              ("new", enc_str(fmt_ns(d.after_ns)))]
     if d.asked == ASKED_TIME:
-        fields.append(("asked", fmt_ns(d.asked_ns)))
+        fields.append(("asked", enc_str(fmt_ns(d.asked_ns))))
     elif d.asked == ASKED_OFFSET:
-        fields.append(("offset", fmt_ns(d.asked_ns)))
+        fields.append(("offset", enc_str(fmt_ns(d.asked_ns))))
     if d.modes:
         fields.append(("modes", f"0x{d.modes:x}"))
     if d.rtc is not None:

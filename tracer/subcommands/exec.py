@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import click
 from audtrace.compat.record import Event, enc_str
 from audtrace.tracer import audit_records, options
+from audtrace.tracer.audit_match import each, process_filter
 from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
 from audtrace.tracer.events import Decoder, FileInfo, SyscallEvent
 from audtrace.tracer.probes import ProgramSpec
@@ -96,24 +97,30 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
     return audit_records.event_of(ev, records, serial)
 
 
-
 def audit_rules(req: ExecRequest, keys: list[str], arch: str = "b64") -> list[AuditRule]:
-    """`-a always,exit -F arch=b64 -S execve -S execveat [-C uid!=euid -F euid=0] -k KEY`."""
+    """`-a always,exit -F arch=b64 -S execve -S execveat [-C uid!=euid -F euid=0] [-F pid=P]
+    [-F uid=U] -k KEY`: one rule per pid and uid asked (kernel audit ORs rules)."""
     nrs = rule_syscalls(arch, SYSCALLS)
-    fields: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
+    base: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
     if req.privileged:
-        fields += [("field_compare", "!=", AUDIT_COMPARE_UID_TO_EUID), ("euid", "=", 0)]
-    fields += [("pid", "=", p) for p in req.pids[:1]]
-    fields += [("uid", "=", u) for u in req.uids[:1]]
-    fields += [("key", "=", k) for k in keys]
-    return [AuditRule(syscalls=nrs, fields=fields)]
+        base += [("field_compare", "!=", AUDIT_COMPARE_UID_TO_EUID), ("euid", "=", 0)]
+    tail: list[tuple[str, str, int | str]] = [("key", "=", k) for k in keys]
+    return [AuditRule(syscalls=nrs, fields=f)
+            for f in each(base, tail, pid=req.pids, uid=req.uids)]
 
 
 def subcommand(req: ExecRequest, keys: list[str]):
     from audtrace.tracer.session import Subcommand
 
     return Subcommand(name="exec", program=program(req), decode=decode, to_audit=to_audit,
-                      audit_rules=audit_rules(req, keys))
+                      audit_rules=audit_rules(req, keys),
+                      audit_filter=process_filter(req.pids, req.uids))
+
+
+# --comm is the caller's, before the exec; audit has no rule field for a comm, and its
+# record of a successful exec carries the new program's: the audit side cannot apply it
+NO_AUDIT_COMM = ("--comm is the caller's comm before the exec, which kernel audit's record "
+                 "does not carry (it has the new program's): use --source ebpf")
 
 
 @click.command()
@@ -125,5 +132,7 @@ def subcommand(req: ExecRequest, keys: list[str]):
 @options.common_options
 def command(privileged, pids, comms, uids, **common) -> None:
     """Program executions (execve, execveat) with argv, as audit's EXECVE record."""
+    if comms and common["source"] != "ebpf":
+        raise click.BadParameter(NO_AUDIT_COMM, param_hint="--comm")
     req = ExecRequest(privileged=privileged, pids=pids, comms=comms, uids=uids)
     options.run(subcommand(req, list(common["keys"])), common)

@@ -15,8 +15,9 @@ import os
 from dataclasses import dataclass, field
 
 import click
-from audtrace.compat.record import Event, Record, enc_int, enc_str
+from audtrace.compat.record import Event, Record, dec_str, enc_int, enc_str
 from audtrace.tracer import audit_records, options
+from audtrace.tracer.audit_match import all_of, each, process_filter
 from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
 from audtrace.tracer.events import Decoder, SyscallEvent
 from audtrace.tracer.probes import ProgramSpec
@@ -89,9 +90,11 @@ def abend_record(ev: SyscallEvent, keys: list[str]) -> Record:
               ("ses", enc_int(who.ses)), ("pid", enc_int(who.pid)), ("comm", enc_str(who.comm)),
               ("exe", enc_str(who.exe) if who.exe else "(null)"),
               ("sig", enc_int(d.signal)), ("res", "1"),
-              ("core", enc_str("yes" if d.core else "no")), ("status", enc_int(d.status))]
+              ("core", enc_str("yes" if d.core else "no")),
+              ("status", audit_records.enc_own_int(d.status))]
     if d.killer_pid:
-        fields += [("by_pid", enc_int(d.killer_pid)), ("by_comm", enc_str(d.killer_comm))]
+        fields += [("by_pid", audit_records.enc_own_int(d.killer_pid)),
+                   ("by_comm", enc_str(d.killer_comm))]
     fields += [("key", audit_records.enc_key(keys)), audit_records.SRC]
     return Record("ANOM_ABEND", fields)
 
@@ -104,24 +107,42 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
 
 
 def audit_rules(req: ExitRequest, keys: list[str], arch: str = "b64") -> list[AuditRule]:
-    """`-a always,exit -F arch=b64 -S exit -S exit_group [-F a0=N] [-F exe=PATH] -k KEY`.
-    Audit has no rule for deaths by signal (its ANOM_ABEND covers core dumps only)."""
+    """`-a always,exit -F arch=b64 -S exit -S exit_group [-F a0=N] [-F exe=PATH] [-F pid=P]
+    -k KEY`, one rule per pid asked (kernel audit ORs rules). Audit has no rule for deaths
+    by signal (its ANOM_ABEND covers core dumps only)."""
     nrs = rule_syscalls(arch, SYSCALLS)
-    fields: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
+    base: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
     if req.code is not None:
-        fields.append(("a0", "=", req.code))
+        base.append(("a0", "=", req.code))
     if req.exe is not None:
-        fields.append(("exe", "=", req.exe))
-    fields += [("pid", "=", p) for p in req.pids[:1]]
-    fields += [("key", "=", k) for k in keys]
-    return [AuditRule(syscalls=nrs, fields=fields)]
+        base.append(("exe", "=", req.exe))
+    tail: list[tuple[str, str, int | str]] = [("key", "=", k) for k in keys]
+    return [AuditRule(syscalls=nrs, fields=f) for f in each(base, tail, pid=req.pids)]
+
+
+def audit_filter(req: ExitRequest):
+    """The request on relayed events where rules do not carry it: --comm on every event
+    (SYSCALL and ANOM_ABEND both name the task), and on the kernel's ANOM_ABEND, which no
+    rule selects, --pid, --exe (the path audit writes, against the resolved --exe) and
+    --code (a death by signal made no exit call: left out, as eBPF leaves it out)."""
+    exe = os.fsencode(os.path.realpath(req.exe)) if req.exe is not None else None
+
+    def abend(ev: Event) -> bool:
+        rec = ev.records[0]
+        if rec.type != "ANOM_ABEND":
+            return True
+        return req.code is None and (exe is None or dec_str(rec.get("exe")) == exe)
+
+    return all_of(process_filter(req.pids, comms=req.comms),
+                  abend if req.code is not None or exe is not None else None)
 
 
 def subcommand(req: ExitRequest, keys: list[str]):
     from audtrace.tracer.session import Subcommand
 
     return Subcommand(name="exit", program=program(req), decode=decode, to_audit=to_audit,
-                      audit_rules=audit_rules(req, keys), relay_types=("ANOM_ABEND",),
+                      audit_rules=audit_rules(req, keys), audit_filter=audit_filter(req),
+                      relay_types=("ANOM_ABEND",),
                       mechanism="eBPF tracepoints (sys_enter, sched_process_exit)")
 
 

@@ -2,9 +2,10 @@
 
 bpf/ioctl.c: SYSCALL (a1 is the request), PATH (the file behind the fd, resolved in the
 kernel: path, inode, dev, mode, owner, rdev), PROCTITLE. Kernel audit writes no PATH for an
-ioctl (no name is looked up): the eBPF event says more. `--request` filters on a1 in the
-kernel and in the audit rule alike; `--path` on the file's inode and device (eBPF only:
-audit has no inode to compare for an fd).
+ioctl (no name is looked up): the eBPF event says more. `--request` and `--pid` filter
+in the kernel and in the audit rules alike, `--comm` in the kernel and on the relayed
+events; `--path` on the file's inode and device (eBPF only, refused with `--source
+audit|both`: audit has no inode to compare for an fd).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import click
 from audtrace.compat import ioctls, tables
 from audtrace.compat.record import Event
 from audtrace.tracer import audit_records, options
+from audtrace.tracer.audit_match import each, process_filter
 from audtrace.tracer.audit_netlink import AuditRule, machine_arches
 from audtrace.tracer.events import Decoder, FileInfo, SyscallEvent
 from audtrace.tracer.probes import ProgramSpec
@@ -71,17 +73,28 @@ def audit_rules(req: IoctlRequest, keys: list[str], arch: str = "b64") -> list[A
     if nr is None:
         return []
     base: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
-    tail = [("key", "=", k) for k in keys]
-    return [AuditRule(syscalls=[nr], fields=[*base, *([("a1", "=", r)] if r is not None else []),
-                                             *tail])
-            for r in (req.requests or [None])]
+    tail: list[tuple[str, str, int | str]] = [("key", "=", k) for k in keys]
+    return [AuditRule(syscalls=[nr], fields=f)
+            for f in each(base, tail, a1=req.requests, pid=req.pids)]
+
+
+def audit_filter(req: IoctlRequest):
+    """--comm (no audit rule field) on the relayed events; --request and --pid are in the
+    rules, --path is refused on the audit side."""
+    return process_filter(comms=req.comms)
 
 
 def subcommand(req: IoctlRequest, keys: list[str]):
     from audtrace.tracer.session import Subcommand
 
     return Subcommand(name="ioctl", program=program(req), decode=decode, to_audit=to_audit,
-                      audit_rules=audit_rules(req, keys))
+                      audit_rules=audit_rules(req, keys), audit_filter=audit_filter(req))
+
+
+# an ioctl names its file by descriptor: kernel audit writes no PATH for it, so nothing on
+# the audit side says which file it was
+NO_AUDIT_PATH = ("--path compares the file behind the descriptor, which kernel audit's "
+                 "ioctl record does not name: use --source ebpf")
 
 
 def _requests(_ctx, _param, values) -> list[int]:
@@ -108,5 +121,7 @@ def _paths(_ctx, _param, values) -> list[str]:
 @options.common_options
 def command(requests, paths, pids, comms, **common) -> None:
     """ioctl calls: the request decoded and the file behind the descriptor."""
+    if paths and common["source"] != "ebpf":
+        raise click.BadParameter(NO_AUDIT_PATH, param_hint="--path")
     req = IoctlRequest(requests=requests, paths=paths, pids=pids, comms=comms)
     options.run(subcommand(req, list(common["keys"])), common)

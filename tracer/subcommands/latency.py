@@ -21,7 +21,7 @@ from typing import TextIO
 import click
 import orjson
 from audtrace.compat import tables
-from audtrace.compat.record import Event, enc_int
+from audtrace.compat.record import Event
 from audtrace.tracer import audit_records, heatmap, options
 from audtrace.tracer.events import Decoder, SyscallEvent
 from audtrace.tracer.histogram import NOTE, Histogram, format_ns, parse_duration, render
@@ -99,8 +99,8 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
     ausearch tolerates there; never last, src=ebpf follows), then PROCTITLE."""
     # exit and exit_group never return: audit writes neither success= nor exit=
     result = "none" if tables.syscall_name(ev.arch, ev.nr) in EXIT_NAMES else "sign"
-    rec = audit_records.syscall_record(ev, keys, result=result,
-                                       after=((LATENCY_FIELD, enc_int(ev.detail or 0)),))
+    latency = audit_records.enc_own_int(ev.detail or 0)
+    rec = audit_records.syscall_record(ev, keys, result=result, after=((LATENCY_FIELD, latency),))
     return audit_records.event_of(ev, [rec, audit_records.proctitle_record(ev.who)], serial)
 
 

@@ -2,8 +2,8 @@
 
 bpf/net.c: SYSCALL, SOCKADDR (connect: the address asked for, copied at entry; accept:
 the peer, read back from the caller's buffer at exit), PROCTITLE, as audit writes them.
-`--port`/`--addr` filter in the kernel; audit rules cannot (only `saddr_fam`), so with
-`--source audit|both` the kernel's side reports every connect/accept.
+`--port`/`--addr`/`--comm` filter in the kernel; audit rules cannot (only `saddr_fam`), so
+with `--source audit|both` they are applied to the relayed events (their SOCKADDR and comm).
 """
 
 from __future__ import annotations
@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 import click
 from audtrace.compat.record import Event
 from audtrace.tracer import audit_records, options
+from audtrace.tracer.audit_match import all_of, each, process_filter
 from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
 from audtrace.tracer.events import Decoder, SyscallEvent
 from audtrace.tracer.probes import ProgramSpec
-from audtrace.tracer.subcommands.bind import addr_key
+from audtrace.tracer.subcommands.bind import addr_key, address_filter
 
 SYSCALLS = ("connect", "accept", "accept4")
 
@@ -74,16 +75,22 @@ def audit_rules(req: NetRequest, keys: list[str], arch: str = "b64") -> list[Aud
     fams = {ipaddress.ip_address(a).version for a in req.addrs}
     if len(fams) == 1:
         fields.append(("saddr_fam", "=", 2 if fams == {4} else 10))
-    tail = [("key", "=", k) for k in keys]
-    return [AuditRule(syscalls=nrs, fields=[*fields, *([("pid", "=", p)] if p else []), *tail])
-            for p in (req.pids or [None])]
+    tail: list[tuple[str, str, int | str]] = [("key", "=", k) for k in keys]
+    return [AuditRule(syscalls=nrs, fields=f) for f in each(fields, tail, pid=req.pids)]
+
+
+def audit_filter(req: NetRequest):
+    """--comm, --port, --addr (no audit rule field) on the relayed events: the port and
+    address of connect's SOCKADDR (the remote end) and accept's (the peer), as bpf/net.c
+    reads them. --pid is in the rules."""
+    return all_of(process_filter(comms=req.comms), address_filter(req.ports, req.addrs))
 
 
 def subcommand(req: NetRequest, keys: list[str]):
     from audtrace.tracer.session import Subcommand
 
     return Subcommand(name="net", program=program(req), decode=decode, to_audit=to_audit,
-                      audit_rules=audit_rules(req, keys))
+                      audit_rules=audit_rules(req, keys), audit_filter=audit_filter(req))
 
 
 @click.command()

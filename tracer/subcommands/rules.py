@@ -15,6 +15,8 @@ reuses them, and so can any subcommand that states its request as audit rules.
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
 from dataclasses import dataclass
 
@@ -23,7 +25,7 @@ from audtrace.compat import rules as R
 from audtrace.compat import tables
 from audtrace.compat.record import Event
 from audtrace.tracer import audit_records, options, rule_filter, system
-from audtrace.tracer.audit_netlink import AuditRule
+from audtrace.tracer.audit_netlink import AuditError, AuditRule
 from audtrace.tracer.events import Decoder, SyscallEvent
 from audtrace.tracer.probes import ProgramSpec
 
@@ -129,11 +131,23 @@ def command_line_commands(argv: list[str]) -> list[R.Command]:
 
 
 def load(files: list[str], argv: list[str]) -> tuple[list[R.Rule], list[R.Command]]:
+    """The rule set of the files, then the command line. `-i`/`-c` (in a file, from its
+    line on and through the files after it, as augenrules' one concatenated file reads;
+    on the command line, for every file) make a bad line a reported skip."""
+    given = command_line_commands(argv)
+    tolerant = R.tolerant_from(given)
     commands: list[R.Command] = []
     for f in files:
-        commands += R.parse_file(f)
-    commands += command_line_commands(argv)
+        got = R.parse_file(f, tolerant)
+        tolerant = tolerant or R.tolerant_from(got)
+        commands += got
+    commands += given
     return R.rule_set(commands), commands
+
+
+def _how(commands: list[R.Command]) -> str:
+    return "-c" if any(isinstance(c, R.Control) and c.op == "continue_errors"
+                       for c in commands) else "-i"
 
 
 def notices(commands: list[R.Command]) -> list[str]:
@@ -142,13 +156,61 @@ def notices(commands: list[R.Command]) -> list[str]:
         where = f"line {cmd.line}: " if cmd.line else ""
         if isinstance(cmd, R.RuleCommand):
             out += [f"{where}{w}" for w in cmd.warnings]
+        elif cmd.op == "skipped":
+            out.append(f"{cmd.value}; left out ({_how(commands)})")
         elif cmd.op in _SETTINGS:
             out.append(f"{where}{_SETTINGS[cmd.op]} {cmd.value} left alone: audtrace does not "
                        "change kernel audit settings")
     return out
 
 
-def subcommand(plan: rule_filter.Plan, source: str, rules: list[R.Rule]):
+class Refusals:
+    """Kernel audit rules the kernel refused, and whether the rule set lets the load go on:
+    a rule added after `-i`/`-c` (auditctl's "ignore errors", "continue through errors") is
+    reported in one line naming its file and line, and left out; any other refusal stops
+    the run, as auditctl stops at it."""
+
+    def __init__(self, commands: list[R.Command], plan: rule_filter.Plan) -> None:
+        self.how = _how(commands)
+        self.skipped = sum(isinstance(c, R.Control) and c.op == "skipped" for c in commands)
+        self.refused: list[AuditRule] = []
+        adds = [c for c in commands
+                if isinstance(c, R.RuleCommand) and c.op in ("add", "prepend")]
+        # the kernel form of each rule (and of its 32-bit part) -> the command that gave it
+        self._origin: list[tuple[AuditRule, R.RuleCommand]] = []
+        for cmd in adds:
+            self._origin.append((AuditRule.from_rule(cmd.rule), cmd))
+        for pl in plan.placed:
+            if pl.companion is not None:
+                cmd = next((c for c in reversed(adds) if c.rule == pl.rule), None)
+                if cmd is not None:
+                    self._origin.append((AuditRule.from_rule(pl.companion), cmd))
+
+    def __call__(self, rule: AuditRule, err: OSError) -> bool:
+        cmd = next((c for r, c in reversed(self._origin) if r == rule), None)
+        if cmd is None:         # a `never` copy audtrace made: the original error stands
+            return False
+        name = errno.errorcode.get(err.errno or 0, str(err.errno))
+        what = f"{cmd.where()}: the kernel refused {rule}: {os.strerror(err.errno or 0)} ({name})"
+        if not cmd.tolerant:
+            raise AuditError(err.errno or 0, what + " (a rule file's -i or -c line loads the"
+                             " rest past such a rule)")
+        print(f"audtrace: {what}; left out ({self.how})", file=sys.stderr, flush=True)
+        self.refused.append(rule)
+        return True
+
+    def status(self, code: int) -> int:
+        """auditctl -c exits 1 when a rule failed, -i 0."""
+        failed = self.skipped or self.refused
+        if code == 0 and failed and self.how == "-c":
+            print(f"audtrace: {self.skipped + len(self.refused)} rules left out: exit status 1"
+                  " (-c)", file=sys.stderr, flush=True)
+            return 1
+        return code
+
+
+def subcommand(plan: rule_filter.Plan, source: str, rules: list[R.Rule],
+               refusals: Refusals | None = None):
     from audtrace.tracer.session import Subcommand
 
     if source == "both":   # the kernel runs every rule as auditctl would load it: compare
@@ -157,6 +219,7 @@ def subcommand(plan: rule_filter.Plan, source: str, rules: list[R.Rule]):
         kernel = [AuditRule.from_rule(r) for r in plan.audit]
     return Subcommand(name="rules", program=spec_for(plan), decode=decoder,
                       to_audit=records_for(plan), audit_rules=kernel, audit_always=True,
+                      audit_refused=refusals,
                       mechanism=f"{len(plan.ebpf)} rules as eBPF filters")
 
 
@@ -214,4 +277,6 @@ def command(files, explain, auditctl, **common) -> None:
     if explain:
         click.echo("\n".join(rule_filter.explain(plan)))
         sys.exit(0)
-    options.run(subcommand(plan, common["source"], rules), common)
+    refusals = Refusals(commands, plan)
+    options.run(subcommand(plan, common["source"], rules, refusals), common,
+                status=refusals.status)
