@@ -3,7 +3,8 @@
 ``{"ID": "SEC.MMM:SERIAL", "NODE": .., "SYSCALL": {..}, "OBJ_PID": [{..}, {..}],
 "PROCTITLE": {"ARGV": [..]}, "SOURCE": "ebpf"}``
 
-* A record type seen once maps to an object, seen several times to a list.
+* A record type seen once maps to an object, seen several times to a list; the EXECVE
+  records of one long argv are merged into one object.
 * Decimal values are JSON numbers; a0..a3, arch and capability bitmaps are
   ``"0x.."`` strings, modes ``"0o.."``; ``(null)`` is ``null``.
 * Untrusted strings (quoted or hex) are decoded. Bytes that are not valid UTF-8,
@@ -196,9 +197,21 @@ def event_object(ev: Event, ctx: dict | None = None) -> dict[str, Any]:
     for rec in ev.records:
         groups.setdefault(rec.type, []).append(_record(rec, ctx))
     for rtype, objs in groups.items():
-        obj[rtype] = objs[0] if len(objs) == 1 or rtype in _SINGLE else objs
+        if rtype == "EXECVE" and len(objs) > 1:
+            obj[rtype] = _merged(objs)
+        else:
+            obj[rtype] = objs[0] if len(objs) == 1 or rtype in _SINGLE else objs
     obj["SOURCE"] = ev.source
     return obj
+
+
+def _merged(objs: list[dict[str, Any]]) -> dict[str, Any]:
+    """EXECVE records of one event are one argv cut where a record filled up: one object."""
+    out: dict[str, Any] = {}
+    for o in objs:
+        for name, value in o.items():
+            out.setdefault(name, value)
+    return out
 
 
 def _inner(pairs) -> bytes:
@@ -255,13 +268,19 @@ def format_json(ev: Event, ctx: dict | None = None) -> bytes:
     ctx = {} if ctx is None else ctx
     groups: dict[str, list[bytes]] = {}
     for rec in ev.records:
-        groups.setdefault(rec.type, []).append(_record_bytes(rec, ctx))
+        if rec.type == "EXECVE":
+            groups.setdefault(rec.type, []).append(_record(rec, ctx))   # merged below
+        else:
+            groups.setdefault(rec.type, []).append(_record_bytes(rec, ctx))
     out = [f'{{"ID":"{stamp(ev)}"'.encode()]
     if ev.node:
         out.append(b',"NODE":' + orjson.dumps(ev.node))
     for rtype, objs in groups.items():
         out.append(b"," + orjson.dumps(rtype) + b":")
-        out.append(objs[0] if len(objs) == 1 or rtype in _SINGLE
-                   else b"[" + b",".join(objs) + b"]")
+        if rtype == "EXECVE":
+            out.append(orjson.dumps(_merged(objs)))
+        else:
+            out.append(objs[0] if len(objs) == 1 or rtype in _SINGLE
+                       else b"[" + b",".join(objs) + b"]")
     out.append(b',"SOURCE":' + orjson.dumps(ev.source) + b"}")
     return b"".join(out)

@@ -142,8 +142,10 @@ def errno_name(err: int, *, kernel: bool = True) -> str | None:
 
 
 def errno_message(err: int) -> str:
-    """glibc's strerror() text for -98 or 98: 'Address already in use'."""
-    return os.strerror(abs(err))
+    """glibc's strerror() text for -98 or 98: 'Address already in use'. Like ausearch,
+    which passes a long long to strerror(int): the number is cut to 32 bits."""
+    n = abs(err) & 0xFFFFFFFF
+    return os.strerror(n - (1 << 32) if n & 0x80000000 else n)
 
 
 # ----------------------------------------------------------------- generation

@@ -60,16 +60,12 @@ def identity_run(who: Identity) -> Run:
 
 
 def syscall_record(ev: SyscallEvent, keys: list[str], items: int = 0, *,
-                   result: str = "sign", after: tuple[tuple[str, str], ...] = ()) -> Record:
-    """SYSCALL in the kernel's field order. `result`: "sign" (success= by the sign of exit),
-    "is_err" (audit's IS_ERR_VALUE test), or "none" for a call that never returns (no
-    success=, no exit=). `after`: fields after key= (before src=ebpf)."""
-    if result == "none":
-        success = None
-    elif result == "is_err":
-        success = "no" if -4095 <= ev.ret <= -1 else "yes"
-    else:
-        success = "yes" if ev.ret >= 0 else "no"
+                   result: str = "is_err", after: tuple[tuple[str, str], ...] = ()) -> Record:
+    """SYSCALL in the kernel's field order. `result`: "is_err" (success= as the kernel
+    judges it: failed when exit is an errno, IS_ERR_VALUE; a negative offset or address is
+    a success) or "none" for a call that never returns (no success=, no exit=).
+    `after`: fields after key= (before src=ebpf)."""
+    success = None if result == "none" else "no" if -4095 <= ev.ret <= -1 else "yes"
     return SyscallRecord(ev.arch, ev.nr, success, ev.ret, ev.args, items, identity_run(ev.who),
                          enc_key(keys), after)
 
@@ -90,6 +86,21 @@ def proctitle_record(who: Identity) -> Record:
         rec = who.memo["proctitle"] = Record(
             "PROCTITLE", [("proctitle", enc_str(who.proctitle or who.comm)), SRC], shared=True)
     return rec
+
+
+# auditd's own record for its trouble; ausearch reads it like any daemon record
+LOSS_TYPE = "DAEMON_ERR"
+
+
+def loss_event(source: str, lost: int, total: int, time_ns: int) -> Event:
+    """`lost` events of `source` (ebpf, audit, or the log itself) not written, `total` so
+    far: an event of its own in the stream, never a silent gap. Serial 0: the stream
+    numbers it as it is written."""
+    sec, nsec = divmod(time_ns, 1_000_000_000)
+    rec = Record(LOSS_TYPE, [("op", enc_str("lost-events")), ("source", enc_str(source)),
+                             ("lost", enc_own_int(lost)), ("total", enc_own_int(total)),
+                             ("res", "failed"), SRC])
+    return Event(sec, nsec // 1_000_000, 0, [rec], "ebpf")
 
 
 def syscall_event(ev: SyscallEvent, keys: list[str], serial: int) -> Event:

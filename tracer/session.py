@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from audtrace.compat import tables
-from audtrace.compat.record import Event, Record, enc_str
+from audtrace.compat.record import Event
 from audtrace.tracer import audit_records, probes, serials, system
 from audtrace.tracer.audit_match import relay_filter
 from audtrace.tracer.events import Clock, Decoder
@@ -208,13 +208,7 @@ class Session:
             if new <= 0:
                 continue
             self.lost_reported[source] = n
-            now = time.time_ns()
-            sec, nsec = divmod(now, 1_000_000_000)
-            rec = Record(LOSS_TYPE, [("op", enc_str("lost-events")), ("source", enc_str(source)),
-                                     ("lost", audit_records.enc_own_int(new)),
-                                     ("total", audit_records.enc_own_int(n)),
-                                     ("res", "failed"), audit_records.SRC])
-            self._queue(Event(sec, nsec // 1_000_000, 0, [rec], "ebpf"))
+            self._queue(audit_records.loss_event(source, new, n, time.time_ns()))
 
     def _handle_signal(self, _signum, _frame) -> None:
         self.stop = True
@@ -305,8 +299,7 @@ class Session:
                f"{self.written['audit']}); lost: ebpf {lost['ebpf']}, audit {lost['audit']}")
 
 
-# auditd's own record for its trouble; ausearch reads it like any daemon record
-LOSS_TYPE = "DAEMON_ERR"
+LOSS_TYPE = audit_records.LOSS_TYPE
 # written but not counted toward --count: audit's record of audtrace's own rule changes
 # (otherwise `--count 1 --source audit` stops before anything is traced), and loss records
 UNCOUNTED = {"CONFIG_CHANGE", LOSS_TYPE}

@@ -21,11 +21,12 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
 from audtrace.compat.record import Event, dec_str, format_raw, parse_log, split_fields
-from audtrace.tracer.session import Options, Session, Subcommand
+from audtrace.tracer import audit_records, serials
 from outputs import RUNS, record_outputs
 
 pytestmark = pytest.mark.kernel
@@ -47,23 +48,13 @@ def real_outputs(tmp_path_factory) -> dict[str, Path]:
 
 
 def loss_event(n: int) -> Event:
-    """The DAEMON_ERR a session writes when its program lost n events (its own code)."""
-
-    class Lossy:
-        def lost(self) -> int:
-            return n
-
-    class Collect:
-        def write(self, ev: Event) -> None:
-            self.event = ev
-
-    s = Session(Subcommand("kill", None, None, None), Options())
-    s.program = Lossy()
-    s._report_loss()
-    sink = Collect()
-    s._drain(sink, everything=True)         # numbered as it is written
-    s.serials.close()
-    return sink.event
+    """The DAEMON_ERR a session writes when its program lost n events (its own code),
+    numbered by a run's own serials."""
+    ev = audit_records.loss_event("ebpf", n, n, time.time_ns())
+    serial = serials.Serials()
+    ev.serial = next(serial)
+    serial.close()
+    return ev
 
 
 def ident(ev: Event) -> str:

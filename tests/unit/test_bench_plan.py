@@ -12,7 +12,6 @@ from audtrace.compat.jsonfmt import format_json
 from audtrace.compat.record import AUDIT_ARCH_X86_64, format_raw
 from audtrace.tracer import audit_records
 from audtrace.tracer.events import Identity, SyscallEvent, Target
-from audtrace.tracer.session import Options, Session, Subcommand
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -142,17 +141,10 @@ def _event(pid: int, serial: int):
 
 
 def _loss_event(n: int):
-    """The loss record exactly as a session writes it (its own code, fed a fake program)."""
-
-    class FakeProgram:
-        def lost(self) -> int:
-            return n
-
-    s = Session(Subcommand("kill", None, None, None), Options())
-    s.program = FakeProgram()
-    s._report_loss()
-    (event,) = s.stream.ready(everything=True)
-    return event
+    """The loss record exactly as a session writes it."""
+    ev = audit_records.loss_event("ebpf", n, n, 1_795_000_000_000_000_000)
+    ev.serial = 1 << 31
+    return ev
 
 
 @pytest.mark.parametrize("fmt", ["raw", "json"])

@@ -84,7 +84,7 @@ def test_wait_status_interpretation(status, text):
 
 def test_clock_texts():
     assert fmt_ns(1_795_318_020_000_000_001) == "1795318020.000000001"
-    assert fmt_ns(-1) == "-1.999999999"
+    assert fmt_ns(-1) == "-0.000000001"
     assert rtc_text((0, 0, 12, 1, 0, 126, 0, 0, 0)) == "2026-01-01T12:00:00"
     kind, out = interpret_value(1316, "old", '"0.5"', {})
     assert kind == "walltime" and out.endswith(".5")

@@ -62,8 +62,9 @@ def decode(d: Decoder, buf: bytes) -> SyscallEvent:
 
 
 def fmt_ns(ns: int) -> str:
-    sec, nsec = divmod(ns, NS)
-    return f"{sec}.{nsec:09d}"
+    """Seconds with nine decimals, the sign in front: -0.5 s is -0.500000000."""
+    sec, nsec = divmod(abs(ns), NS)
+    return f"{'-' if ns < 0 else ''}{sec}.{nsec:09d}"
 
 
 def injected_ns(ev: SyscallEvent) -> int | None:

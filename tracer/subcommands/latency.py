@@ -98,7 +98,7 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
     """The SYSCALL record as the kernel writes it, the latency after key= (an unknown field
     ausearch tolerates there; never last, src=ebpf follows), then PROCTITLE."""
     # exit and exit_group never return: audit writes neither success= nor exit=
-    result = "none" if tables.syscall_name(ev.arch, ev.nr) in EXIT_NAMES else "sign"
+    result = "none" if tables.syscall_name(ev.arch, ev.nr) in EXIT_NAMES else "is_err"
     latency = audit_records.enc_own_int(ev.detail or 0)
     rec = audit_records.syscall_record(ev, keys, result=result, after=((LATENCY_FIELD, latency),))
     return audit_records.event_of(ev, [rec, audit_records.proctitle_record(ev.who)], serial)
