@@ -281,11 +281,24 @@ def record_type_number(name: str) -> int:
 
 def record_text(ev: Event, rec: Record) -> str:
     """Body of ``rec`` as written for ``ev``: eBPF records end with ``src=ebpf``."""
+    if type(rec) is SyscallRecord:
+        return rec.text()
+    memo = rec.memo
+    if memo is not None and ev.source == "ebpf":
+        text = memo.get("ebpf")
+        if text is None:
+            text = memo["ebpf"] = _ebpf_text(rec)
+        return text
+    if ev.source == "ebpf":
+        return _ebpf_text(rec)
+    return rec.text()
+
+
+def _ebpf_text(rec: Record) -> str:
     text = rec.text()
-    if ev.source == "ebpf" and type(rec) is not SyscallRecord:
-        items = rec.field_items()
-        if not items or items[-1][0] != "src":
-            text = f"{text} src=ebpf" if text else "src=ebpf"
+    items = rec.field_items()
+    if not items or items[-1][0] != "src":
+        text = f"{text} src=ebpf" if text else "src=ebpf"
     return text
 
 

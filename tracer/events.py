@@ -157,6 +157,8 @@ class Decoder:
         self.src, self.arch, self.clock = src, arch, clock
         ev = src.struct("syscall_event")
         self.head = src.codec("syscall_event", end="id")
+        first = self.head.names.index("args_0")
+        self._args = slice(first, first + 4)
         self.id_at, self.id_end = ev.offset("id"), ev.offset("title")
         self.identity = src.codec("identity")
         self.target = src.codec("target") if src.has_struct("target") else None
@@ -200,8 +202,7 @@ class Decoder:
     def syscall(self, h, who: Identity) -> SyscallEvent:
         """The part of an event every syscall family shares."""
         return SyscallEvent(time_ns=h.ktime + self.clock.offset, arch=self.arch, nr=h.nr,
-                            args=(h.args_0, h.args_1, h.args_2, h.args_3), ret=h.ret,
-                            who=who, mono_ns=h.ktime)
+                            args=h[self._args], ret=h.ret, who=who, mono_ns=h.ktime)
 
     def targets(self, raw: bytes) -> list[Target]:
         """`struct target`s one after the other, each decoded once per distinct bytes."""

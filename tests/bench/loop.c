@@ -79,8 +79,15 @@ static int storm(pid_t pid, int sig, double rate, double seconds)
 	double t0 = now(), t;
 	struct rusage ru;
 
+	/* rate 0: back to back, as fast as the kernel lets this task send */
+	if (rate <= 0) {
+		while (now() - t0 < seconds)
+			for (int i = 0; i < 256; i++, sent++)
+				if (syscall(SYS_kill, pid, sig) != 0)
+					errors++;
+	}
 	/* paced by the clock: after each 1 ms nap, send what the rate owes by now */
-	while ((t = now() - t0) < seconds) {
+	while (rate > 0 && (t = now() - t0) < seconds) {
 		long owed = (long)(t * rate) - sent;
 
 		for (long i = 0; i < owed; i++) {
@@ -111,6 +118,6 @@ int main(int argc, char **argv)
 		for (;;)
 			pause();
 	}
-	fprintf(stderr, "usage: loop calls MODE N REPS | storm PID SIG RATE SECONDS | target\n");
+	fprintf(stderr, "usage: loop calls MODE N REPS | storm PID SIG RATE|0 SECONDS | target\n");
 	return 2;
 }
