@@ -169,7 +169,7 @@ class Program:
         while True:
             text = program_text(spec, layout, tracefs, self.buffer_bytes, features)
             try:
-                self.bpf = BPF(text=text, cflags=["-w"])
+                self.bpf = BPF(text=text.encode(), cflags=["-w"])
                 self._attach(tracefs)
                 break
             except Exception as e:  # BCC raises bare Exception for compile/load errors

@@ -15,8 +15,8 @@ def tracers():
     """Every audtrace started through it is stopped at the end, whatever happens."""
     started: list[Tracer] = []
 
-    def _start(args: list[str], output: Path) -> Tracer:
-        t = start_audtrace(args, output)
+    def _start(args: list[str], output: Path, env: dict[str, str] | None = None) -> Tracer:
+        t = start_audtrace(args, output, env=env)
         started.append(t)
         return t
 

@@ -43,11 +43,14 @@ class Tracer:
 START_TIMEOUT = float(os.environ.get("AUDTRACE_TEST_START_TIMEOUT", "90"))
 
 
-def start_audtrace(args: list[str], output: Path, timeout: float = START_TIMEOUT) -> Tracer:
-    """Start `audtrace ARGS -o OUTPUT` and return once it says it is tracing."""
+def start_audtrace(args: list[str], output: Path, timeout: float = START_TIMEOUT,
+                   env: dict[str, str] | None = None) -> Tracer:
+    """Start `audtrace ARGS -o OUTPUT` (with `env` added to the environment) and return
+    once it says it is tracing."""
     cmd = [str(REPO / "audtrace"), *args, "-o", str(output)]
     proc = subprocess.Popen(
-        cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO
+        cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, cwd=REPO,
+        env={**os.environ, **(env or {})}
     )
     tracer = Tracer(proc, output)
     tracer._reader = follow_stderr(proc, tracer.stderr, timeout, "audtrace")

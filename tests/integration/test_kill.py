@@ -81,10 +81,18 @@ def compare(ebpf_ev, audit_ev) -> list[str]:
     return diffs
 
 
-@pytest.fixture
-def both_log(tracers, tmp_path):
+# events reach user space through the ring buffer where the kernel has one, else through
+# per-CPU perf buffers: both paths, on this kernel (AUDTRACE_OUTPUT=perf forces the second)
+OUTPUTS = {"ring buffer": {}, "perf buffers": {"AUDTRACE_OUTPUT": "perf"}}
+
+
+@pytest.fixture(params=list(OUTPUTS))
+def both_log(tracers, tmp_path, request):
     log = tmp_path / "audit.log"
-    t = tracers(["kill", "--sig", "15,12", "--source", "both", "-k", "audtrace-test"], log)
+    t = tracers(["kill", "--sig", "15,12", "--source", "both", "-k", "audtrace-test"], log,
+                env=OUTPUTS[request.param])
+    line = next(s for s in t.stderr if s.startswith("audtrace: tracing"))
+    assert request.param in line, line
     return t, log
 
 
