@@ -10,6 +10,9 @@ Four parts (see README.md, "Performance"):
               it, seen by audtrace (raw, json) and by auditd: highest rate kept with nothing
               lost, what was lost above it (counted by each tool, and checked against what
               the senders sent) and the CPU each used;
+  events      Python CPU per event in user space alone, per output format (event_path.py);
+  burst       one sender, kill() back to back for half a second, with the default buffer:
+              what each tool kept, and how fast it let the sender go;
   startup     seconds to `audtrace: tracing` and peak RSS per subcommand, and where the time
               and memory of start-up go (import, BTF, compile, load);
   latency     `audtrace latency`'s cost per traced call, when that subcommand exists.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -54,6 +58,8 @@ class Scale:
     senders: int
     storm_seconds: float
     startup_reps: int
+    events: int  # events of the per-event CPU measurement
+    burst_seconds: float
 
 
 FULL = Scale(
@@ -61,10 +67,12 @@ FULL = Scale(
     calls=500_000,
     match_calls=20_000,
     reps=5,
-    rates=(1_000, 2_000, 5_000, 10_000, 20_000, 40_000, 80_000),
-    senders=4,
+    rates=(5_000, 10_000, 20_000, 50_000, 100_000, 200_000),
+    senders=2,
     storm_seconds=3.0,
     startup_reps=3,
+    events=100_000,
+    burst_seconds=0.5,
 )
 SHORT = Scale(
     rounds=1,
@@ -75,6 +83,8 @@ SHORT = Scale(
     senders=2,
     storm_seconds=1.0,
     startup_reps=1,
+    events=5_000,
+    burst_seconds=0.1,
 )
 
 
@@ -347,6 +357,30 @@ def throughput(loop: Path, work: Path, scale: Scale) -> dict:
     }
 
 
+def events_cpu(_loop: Path, _work: Path, scale: Scale) -> dict:
+    """Python CPU per event of each output format, user space alone (event_path.py)."""
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("event_path.py")),
+         "--events", str(scale.events)],
+        capture_output=True, text=True, check=True, timeout=1200,
+    )
+    return json.loads(out.stdout)
+
+
+def burst(loop: Path, work: Path, scale: Scale) -> dict:
+    """One sender, back to back: audtrace cannot slow a sender (BPF does not block), auditd
+    makes it wait on a full backlog; what each kept of what was sent."""
+    out: dict = {"seconds": scale.burst_seconds}
+    one = dataclasses.replace(scale, senders=1, storm_seconds=scale.burst_seconds)
+    for tracer in TRACERS:
+        log(f"burst, {tracer}")
+        step = throughput_step(tracer, 0, loop, work, one)
+        step["kept_share"] = step["recorded"] / step["sent"] if step["sent"] else None
+        out[tracer] = step
+        harness.settle()
+    return out
+
+
 # ---- 3. start-up and memory ------------------------------------------------------------------
 
 # what a subcommand needs on its command line to start at all (the rest start bare)
@@ -486,6 +520,24 @@ def report(res: dict) -> str:
             "Signal storm (highest rate kept with nothing lost, first rate above it)\n"
             + plan.table(["tracer", "no-loss /s", "above", "tracer CPU us/event"], rows)
         )
+    if "events" in res:
+        us = res["events"]["us_per_event"]
+        parts.append(
+            f"Python CPU per event, user space alone ({res['events']['events']} kill events"
+            f" from {res['events']['senders']} senders seen before)\n"
+            + plan.table(["format", "us/event"], [[f, v] for f, v in us.items()])
+        )
+    if "burst" in res:
+        b = res["burst"]
+        rows = [
+            [t, b[t]["sent"], b[t]["recorded"], b[t]["kept_share"], b[t]["achieved"],
+             b[t]["reported_lost"]]
+            for t in TRACERS if t in b
+        ]
+        parts.append(
+            f"Burst: one sender, kill() back to back for {b['seconds']} s\n"
+            + plan.table(["tracer", "sent", "kept", "share", "sender /s", "counted lost"], rows)
+        )
     if "startup" in res:
         rows = []
         for label, runs in res["startup"]["runs"].items():
@@ -550,8 +602,23 @@ def targets(res: dict) -> list[dict]:
         s = res["overhead"]["summary"]["killsig"]
         a, b = s["audtrace"]["ratio"]["median"], s["auditd"]["ratio"]["median"]
         add("kill, matched: audtrace ratio < auditd's", a / b, a < b)
+    if "events" in res:
+        us = res["events"]["us_per_event"]
+        add("Python CPU per event, raw: <= 8 us", us["raw"], us["raw"] <= 8)
+        add("Python CPU per event, json: <= 12 us", us["json"], us["json"] <= 12)
+    if "burst" in res:
+        for fmt in ("raw", "json"):
+            share = res["burst"].get(f"audtrace-{fmt}", {}).get("kept_share")
+            add(f"burst, {fmt}: >= 98% kept", share, None if share is None else share >= 0.98)
     if "throughput" in res:
         sm = res["throughput"]["summary"]
+        for fmt in ("raw", "json"):
+            for rate in (20_000, 50_000):
+                step = next((s for s in res["throughput"]["steps"][f"audtrace-{fmt}"]
+                             if s["rate"] == rate), None)
+                if step is not None:
+                    add(f"storm {rate}/s, {fmt}: every event kept", step["missing"],
+                        step["missing"] == 0 and step["kept_up"])
         theirs = sm["auditd"]["no_loss_rate"]
         for fmt in ("raw", "json"):
             ours = sm[f"audtrace-{fmt}"]["no_loss_rate"]
@@ -578,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only",
         action="append",
-        choices=("overhead", "throughput", "startup", "latency"),
+        choices=("overhead", "throughput", "events", "burst", "startup", "latency"),
         help="run only these parts",
     )
     args = ap.parse_args(argv)
@@ -589,7 +656,7 @@ def main(argv: list[str] | None = None) -> int:
     # too: a shell starting us in the background would have left it ignored)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.default_int_handler)
-    parts = args.only or ["overhead", "throughput", "startup", "latency"]
+    parts = args.only or ["overhead", "throughput", "events", "burst", "startup", "latency"]
     res: dict = {
         "meta": {
             "kernel": platform.release(),
@@ -601,7 +668,8 @@ def main(argv: list[str] | None = None) -> int:
         }
     }
     t0 = time.monotonic()
-    steps = {"overhead": overhead, "throughput": throughput, "startup": startup, "latency": latency}
+    steps = {"overhead": overhead, "throughput": throughput, "events": events_cpu,
+             "burst": burst, "startup": startup, "latency": latency}
     with tempfile.TemporaryDirectory(prefix="audtrace-bench.") as tmp:
         work = Path(tmp)
         loop = harness.build_loop(work)
