@@ -346,23 +346,20 @@ class Names:
         self.epoch += 1
 
     def user(self, uid: int) -> str:
-        name = self.users.get(uid)
-        if name is None:
-            try:
-                name = pwd.getpwuid(uid & 0xFFFFFFFF).pw_name
-            except KeyError:
-                name = f"unknown({uid})"
-            self.users[uid] = name
-        return name
+        return self._name(self.users, uid, lambda n: pwd.getpwuid(n).pw_name)
 
     def group(self, gid: int) -> str:
-        name = self.groups.get(gid)
+        return self._name(self.groups, gid, lambda n: grp.getgrgid(n).gr_name)
+
+    @staticmethod
+    def _name(cache: dict[int, str], num: int, lookup) -> str:
+        name = cache.get(num)
         if name is None:
             try:
-                name = grp.getgrgid(gid & 0xFFFFFFFF).gr_name
+                name = lookup(num & 0xFFFFFFFF)
             except KeyError:
-                name = f"unknown({gid})"
-            self.groups[gid] = name
+                name = f"unknown({num})"
+            cache[num] = name
         return name
 
 

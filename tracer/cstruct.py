@@ -75,7 +75,11 @@ class Source:
 
     def __init__(self, text: str, extra_defines: dict[str, int | str] | None = None) -> None:
         text = _COMMENTS.sub(" ", text)
-        raw = {name: value.strip() for name, value in _DEFINE.findall(text)}
+        # the first definition wins: a later one is a default under #ifndef, which the
+        # compiler skips once the name is defined
+        raw: dict[str, str] = {}
+        for name, value in _DEFINE.findall(text):
+            raw.setdefault(name, value.strip())
         for k, v in (extra_defines or {}).items():
             raw[k] = str(v)
         self._raw = raw

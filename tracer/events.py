@@ -228,6 +228,13 @@ class Decoder:
         return FileInfo(path=path or b"/", ino=f.ino, dev=f.dev, rdev=f.rdev, mode=f.mode,
                         uid=f.uid, gid=f.gid, truncated=truncated)
 
+    def with_sockaddr(self, extra: bytes):
+        """A family extra ending in a sockaddr sent at saddr_len: (its fields, the sockaddr's
+        bytes or None)."""
+        c = self.codec("family_extra", end="saddr")
+        x = c.unpack_from(extra)
+        return x, extra[c.size:c.size + x.saddr_len] or None
+
     def path(self, raw: bytes, at: int) -> tuple[bytes | None, bool]:
         """The `struct exe_path` at `at`: (the path, None when empty; truncated)."""
         c = self.codec("exe_path", end="buf")

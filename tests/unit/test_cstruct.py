@@ -31,6 +31,11 @@ def test_natural_alignment_and_padding():
     assert outer.size == 56 and outer.offset("in.b") == 20
 
 
+def test_a_default_under_ifndef_yields_to_the_first_definition():
+    src = Source("#define SPAN 64\n#ifndef SPAN\n#define SPAN 8\n#endif\n")
+    assert src.const("SPAN") == 64
+
+
 def test_constants_are_evaluated_with_their_suffixes():
     src = Source(SNIPPET)
     assert (src.const("N"), src.const("TWICE"), src.const("MASK")) == (3, 6, 31)

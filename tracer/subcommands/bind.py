@@ -141,13 +141,11 @@ def _owner(x) -> HeldSocket | None:
 def decode(d: Decoder, buf: bytes) -> SyscallEvent:
     h, who, extra = d.split(buf)
     ev = d.syscall(h, who)
-    c = d.codec("family_extra", end="saddr")
-    x = c.unpack_from(extra)
-    saddr = extra[c.size:c.size + x.saddr_len]
+    x, saddr = d.with_sockaddr(extra)
     conflict = None
     if x.cf_seen:
         conflict = Conflict(CF_FUNCS.get(x.cf_func, "?"), x.cf_result, x.cf_port, _owner(x))
-    ev.detail = BindDetail(addrlen=x.addrlen, saddr=saddr or None, family=x.family,
+    ev.detail = BindDetail(addrlen=x.addrlen, saddr=saddr, family=x.family,
                            port=x.port, netns=x.netns, audit_context=bool(x.audit_ctx),
                            conflict=conflict)
     return ev

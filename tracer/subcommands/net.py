@@ -52,10 +52,8 @@ def program(req: NetRequest) -> ProgramSpec:
 def decode(d: Decoder, buf: bytes) -> SyscallEvent:
     h, who, extra = d.split(buf)
     ev = d.syscall(h, who)
-    c = d.codec("family_extra", end="saddr")
-    x = c.unpack_from(extra)
-    saddr = extra[c.size:c.size + x.saddr_len]
-    ev.detail = NetDetail(saddr=saddr or None, addrlen=x.addrlen, port=x.port)
+    x, saddr = d.with_sockaddr(extra)
+    ev.detail = NetDetail(saddr=saddr, addrlen=x.addrlen, port=x.port)
     return ev
 
 
