@@ -9,7 +9,7 @@ Every record audtrace makes ends with `src=ebpf`; the session numbers the events
 from __future__ import annotations
 
 from audtrace.compat.record import Event, Record, Run, SyscallRecord, enc_int, enc_str
-from audtrace.tracer.events import FileInfo, Identity, KernelSignal, SyscallEvent, Target
+from audtrace.tracer.ebpf.events import FileInfo, Identity, KernelSignal, SyscallEvent, Target
 
 SRC = ("src", "ebpf")
 UNSET = 0xFFFFFFFF

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from audtrace.tracer.btf import BTF, BTFError
-from audtrace.tracer.system import BTF_VMLINUX
+from audtrace.tracer.ebpf.btf import BTF, BTFError
+from audtrace.tracer.ebpf.system import BTF_VMLINUX
 
 FUNCTIONS = ("inet_csk_bind_conflict", "inet_bind_conflict", "udp_lib_get_port")
 # macro -> BTF member path, for capture_owner() in bpf/bind_conflict.c

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from audtrace.tracer import journal, system
+from audtrace.tracer import journal
+from audtrace.tracer.ebpf import system
 from audtrace.tracer.journal import Item, Journal
 
 if TYPE_CHECKING:

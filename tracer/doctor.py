@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import orjson
-from audtrace.tracer import system
+from audtrace.tracer.ebpf import system
 
 
 @dataclass

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 from audtrace.compat import tables
 from audtrace.compat.record import Event
-from audtrace.tracer import audit_records, probes, serials, system
+from audtrace.tracer import audit_records, serials
 from audtrace.tracer.audit_match import relay_filter
-from audtrace.tracer.events import Clock, Decoder
+from audtrace.tracer.ebpf import probes, system
+from audtrace.tracer.ebpf.events import Clock, Decoder
 from audtrace.tracer.sink import Sink
 from audtrace.tracer.stream import Stream
 

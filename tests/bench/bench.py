@@ -449,7 +449,7 @@ def latency(loop: Path, work: Path, scale: Scale) -> dict:
         return {"skipped": "no `audtrace latency` subcommand in this tree"}
     conds = LATENCY_CONDITIONS if Path(SYSCOUNT).exists() else LATENCY_CONDITIONS[:2]
     rounds: list[dict[str, float]] = []
-    from audtrace.tracer import system
+    from audtrace.tracer.ebpf import system
 
     # syscount needs tracefs and, like audtrace, a header tree presented to BCC
     with system.tracefs_mounted(log), system.header_tree_for_bcc(system.find_header_tree()):

@@ -20,8 +20,8 @@ import time
 
 from audtrace.compat import tables
 from audtrace.compat.record import Event
-from audtrace.tracer import wire
-from audtrace.tracer.events import Clock, Decoder, Identity
+from audtrace.tracer.ebpf import wire
+from audtrace.tracer.ebpf.events import Clock, Decoder, Identity
 from audtrace.tracer.session import settle_memory
 from audtrace.tracer.sink import FORMATS, Sink
 from audtrace.tracer.stream import Stream

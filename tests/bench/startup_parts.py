@@ -39,7 +39,7 @@ def main() -> None:
     from audtrace.tracer import cli  # noqa: F401
 
     lap("import_cli")
-    from audtrace.tracer import probes, system
+    from audtrace.tracer.ebpf import probes, system
     from audtrace.tracer.subcommands import kill
 
     lap("import_tracer")

@@ -16,8 +16,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from audtrace.tracer import bind_conflict, kernel_layout, probes, system
-from audtrace.tracer.btf import BTF
+from audtrace.tracer import bind_conflict
+from audtrace.tracer.ebpf import layout as kernel_layout
+from audtrace.tracer.ebpf import probes, system
+from audtrace.tracer.ebpf.btf import BTF
 from helpers import wait_for
 
 ACTOR = Path(__file__).with_name("bind_actor.py")

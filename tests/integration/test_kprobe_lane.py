@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from audtrace.tracer import system
+from audtrace.tracer.ebpf import system
 
 pytestmark = pytest.mark.kprobe
 

@@ -50,8 +50,9 @@ from audtrace.compat.record import (
     parse_netlink,
     record_type_name,
 )
-from audtrace.tracer import audit_records, bind_report, rule_filter
-from audtrace.tracer.events import FileInfo, Identity, KernelSignal, SyscallEvent, Target
+from audtrace.tracer import audit_records, bind_report
+from audtrace.tracer.ebpf import rule_filter
+from audtrace.tracer.ebpf.events import FileInfo, Identity, KernelSignal, SyscallEvent, Target
 from audtrace.tracer.port_holders import Diagnosis, HeldSocket, Proc
 from audtrace.tracer.subcommands import bind, clock, ioctl, kill, latency, net, rules
 from audtrace.tracer.subcommands import exec as exec_

@@ -6,7 +6,7 @@ import dataclasses
 
 from audtrace.compat.record import format_raw, split_fields
 from audtrace.tracer import audit_records
-from audtrace.tracer.events import Identity, KernelSignal, SyscallEvent, Target
+from audtrace.tracer.ebpf.events import Identity, KernelSignal, SyscallEvent, Target
 
 # what the kernel wrote for `/bin/kill -15 2453` (captured over netlink on a dev machine)
 KERNEL_SYSCALL = (

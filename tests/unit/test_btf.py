@@ -6,8 +6,8 @@ import struct
 from pathlib import Path
 
 import pytest
-from audtrace.tracer.btf import BTF, BTFError
-from audtrace.tracer.kernel_layout import MEMBERS, from_btf
+from audtrace.tracer.ebpf.btf import BTF, BTFError
+from audtrace.tracer.ebpf.layout import MEMBERS, from_btf
 
 INT, PTR, ARRAY, STRUCT, UNION, TYPEDEF, CONST = 1, 2, 3, 4, 5, 8, 10
 

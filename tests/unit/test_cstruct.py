@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from audtrace.tracer import wire
-from audtrace.tracer.cstruct import CStructError, Source
+from audtrace.tracer.ebpf import wire
+from audtrace.tracer.ebpf.cstruct import CStructError, Source
 
 SNIPPET = """
 #define N 3

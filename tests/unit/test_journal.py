@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-from audtrace.tracer import cleanup, journal, system
+from audtrace.tracer import cleanup, journal
 from audtrace.tracer.audit_netlink import AuditRule
+from audtrace.tracer.ebpf import system
 from audtrace.tracer.journal import Held, Item, Journal
 
 TRACEFS = "/sys/kernel/tracing"

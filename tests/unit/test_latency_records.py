@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from audtrace.compat.record import format_raw, split_fields
-from audtrace.tracer.events import Identity, SyscallEvent
+from audtrace.tracer.ebpf.events import Identity, SyscallEvent
 from audtrace.tracer.subcommands.latency import to_audit
 
 WHO = Identity(

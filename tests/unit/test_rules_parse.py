@@ -15,8 +15,8 @@ import pytest
 from audtrace.compat import rules as R
 from audtrace.compat import tables
 from audtrace.compat.record import AUDIT_ARCH_X86_64
-from audtrace.tracer import rule_filter as F
 from audtrace.tracer.audit_netlink import AuditRule
+from audtrace.tracer.ebpf import rule_filter as F
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -23,7 +23,8 @@ from audtrace.tracer.audit_match import all_of, process_filter
 from audtrace.tracer.audit_netlink import AuditRule
 from audtrace.tracer.audit_records import enc_own_int
 from audtrace.tracer.bind_conflict import Mechanism
-from audtrace.tracer.events import Decoder, SyscallEvent
+from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
+from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.port_holders import (
     TCP_STATES,
     Diagnosis,
@@ -32,7 +33,6 @@ from audtrace.tracer.port_holders import (
     attach_owners,
     diagnose,
 )
-from audtrace.tracer.probes import ProgramSpec
 
 EADDRINUSE = 98
 FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}

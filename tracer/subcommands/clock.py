@@ -19,8 +19,8 @@ import click
 from audtrace.compat.record import Event, Record, enc_int, enc_str
 from audtrace.tracer import audit_records, options
 from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
-from audtrace.tracer.events import Decoder, SyscallEvent
-from audtrace.tracer.probes import ProgramSpec
+from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
+from audtrace.tracer.ebpf.probes import ProgramSpec
 
 SYSCALLS = ("clock_settime", "settimeofday", "adjtimex", "clock_adjtime", "ioctl")
 RTC_SET_TIME = 0x4024700A

@@ -15,8 +15,8 @@ from audtrace.compat.record import Event, enc_str
 from audtrace.tracer import audit_records, options
 from audtrace.tracer.audit_match import each, process_filter
 from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
-from audtrace.tracer.events import Decoder, FileInfo, SyscallEvent
-from audtrace.tracer.probes import ProgramSpec
+from audtrace.tracer.ebpf.events import Decoder, FileInfo, SyscallEvent
+from audtrace.tracer.ebpf.probes import ProgramSpec
 
 SYSCALLS = ("execve", "execveat")
 ARGV_MAX = 32768 - 1                # bpf/exec.c: bytes of argv kept

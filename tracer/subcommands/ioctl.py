@@ -19,8 +19,8 @@ from audtrace.compat.record import Event
 from audtrace.tracer import audit_records, options
 from audtrace.tracer.audit_match import each, process_filter
 from audtrace.tracer.audit_netlink import AuditRule, machine_arches
-from audtrace.tracer.events import Decoder, FileInfo, SyscallEvent
-from audtrace.tracer.probes import ProgramSpec
+from audtrace.tracer.ebpf.events import Decoder, FileInfo, SyscallEvent
+from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.subcommands.exit import kernel_dev
 
 

@@ -13,8 +13,8 @@ from audtrace.compat.record import Event, dec_str
 from audtrace.compat.signals import parse_signals
 from audtrace.tracer import audit_records, options
 from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
-from audtrace.tracer.events import Decoder, KernelSignal, SyscallEvent
-from audtrace.tracer.probes import ProgramSpec
+from audtrace.tracer.ebpf.events import Decoder, KernelSignal, SyscallEvent
+from audtrace.tracer.ebpf.probes import ProgramSpec
 
 SYSCALLS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal")
 # where the signal number travels, as audit rules must name it

@@ -16,8 +16,8 @@ from audtrace.compat.record import Event
 from audtrace.tracer import audit_records, options
 from audtrace.tracer.audit_match import all_of, each, process_filter
 from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
-from audtrace.tracer.events import Decoder, SyscallEvent
-from audtrace.tracer.probes import ProgramSpec
+from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
+from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.subcommands.bind import addr_key, address_filter
 
 SYSCALLS = ("connect", "accept", "accept4")

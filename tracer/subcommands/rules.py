@@ -24,10 +24,11 @@ import click
 from audtrace.compat import rules as R
 from audtrace.compat import tables
 from audtrace.compat.record import Event
-from audtrace.tracer import audit_records, options, rule_filter, system
+from audtrace.tracer import audit_records, options
 from audtrace.tracer.audit_netlink import AuditError, AuditRule
-from audtrace.tracer.events import Decoder, SyscallEvent
-from audtrace.tracer.probes import ProgramSpec
+from audtrace.tracer.ebpf import rule_filter, system
+from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
+from audtrace.tracer.ebpf.probes import ProgramSpec
 
 # auditctl settings of the kernel audit subsystem itself: audtrace leaves them alone
 _SETTINGS = {"enabled": "-e", "failure": "-f", "backlog_limit": "-b", "rate_limit": "-r",

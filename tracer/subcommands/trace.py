@@ -20,7 +20,8 @@ import sys
 import click
 from audtrace.compat import rules as R
 from audtrace.compat import tables
-from audtrace.tracer import options, rule_filter
+from audtrace.tracer import options
+from audtrace.tracer.ebpf import rule_filter
 from audtrace.tracer.subcommands.rules import decoder, records_for, spec_for
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import click
 from audtrace.tracer import options
 from audtrace.tracer.audit_netlink import AuditRule
-from audtrace.tracer.probes import ProgramSpec
+from audtrace.tracer.ebpf.probes import ProgramSpec
 
 WHY_NOT_EBPF = ("eBPF cannot watch exactly here: syscall tracepoints see path strings before "
                 "lookup and no inode after an unlink or rename, and kprobes/fentry/LSM "

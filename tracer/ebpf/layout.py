@@ -11,7 +11,7 @@ import contextlib
 import platform
 from dataclasses import dataclass
 
-from audtrace.tracer.btf import BTF, BTFError
+from audtrace.tracer.ebpf.btf import BTF, BTFError
 
 # macro -> (BTF member path, the same member for offsetof() against headers)
 MEMBERS: dict[str, tuple[str, str]] = {

@@ -4,9 +4,9 @@ so what is built here is what bpf/syscall_event.h's submit_parts() lays out."""
 
 from __future__ import annotations
 
-from audtrace.tracer import probes
-from audtrace.tracer.cstruct import Source
-from audtrace.tracer.events import Identity
+from audtrace.tracer.ebpf import probes
+from audtrace.tracer.ebpf.cstruct import Source
+from audtrace.tracer.ebpf.events import Identity
 
 
 def family_source(name: str) -> Source:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from audtrace.tracer.cstruct import Codec, Source
+from audtrace.tracer.ebpf.cstruct import Codec, Source
 
 
 @dataclass(slots=True, eq=False)

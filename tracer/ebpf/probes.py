@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from audtrace.compat import tables
-from audtrace.tracer import kernel_layout
-from audtrace.tracer.btf import BTF, BTFError
-from audtrace.tracer.cstruct import Source
-from audtrace.tracer.system import BTF_VMLINUX
+from audtrace.tracer.ebpf.btf import BTF, BTFError
+from audtrace.tracer.ebpf.cstruct import Source
+from audtrace.tracer.ebpf.layout import Layout, from_btf, from_headers, has_register_offsets
+from audtrace.tracer.ebpf.system import BTF_VMLINUX
 
-BPF_DIR = Path(__file__).resolve().parent.parent / "bpf"
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 if not BPF_DIR.is_dir():  # installed: audtrace/tracer and audtrace/bpf side by side
-    BPF_DIR = Path(__file__).parent.parent / "bpf"
+    BPF_DIR = Path(__file__).parents[2] / "bpf"
 
 
 @dataclass
@@ -91,15 +91,15 @@ def kernel_version() -> tuple[int, int]:
     return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
 
 
-def load_layout() -> kernel_layout.Layout:
+def load_layout() -> Layout:
     # AUDTRACE_OFFSETS=headers takes the no-BTF path on a kernel with BTF: the stock-kernel
     # lane (vagrant/vm-lane) tests it where the headers are the running kernel's
     if os.environ.get("AUDTRACE_OFFSETS") == "headers":
-        return kernel_layout.from_headers()
+        return from_headers()
     try:
-        return kernel_layout.from_btf(BTF.load(BTF_VMLINUX))
+        return from_btf(BTF.load(BTF_VMLINUX))
     except (OSError, BTFError):
-        return kernel_layout.from_headers()
+        return from_headers()
 
 
 PAGE = 4096
@@ -111,11 +111,11 @@ def pow2_at_least(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
-def optional_features(layout: kernel_layout.Layout) -> list[str]:
+def optional_features(layout: Layout) -> list[str]:
     """What the program uses when this kernel allows it, newest first: the loader drops them
     one by one while the kernel refuses the program."""
     out = []
-    if kernel_layout.has_register_offsets(layout) and kernel_version() >= (5, 15):
+    if has_register_offsets(layout) and kernel_version() >= (5, 15):
         out.append("HAVE_TASK_PT_REGS")
     # AUDTRACE_OUTPUT=perf takes the perf-buffer path on a kernel with a ring buffer
     # (tests run both paths on one machine)
@@ -124,7 +124,7 @@ def optional_features(layout: kernel_layout.Layout) -> list[str]:
     return out
 
 
-def program_text(spec: ProgramSpec, layout: kernel_layout.Layout, tracefs: Path,
+def program_text(spec: ProgramSpec, layout: Layout, tracefs: Path,
                  buffer_bytes: int, features: list[str]) -> str:
     """The C text BCC compiles: the struct offsets, the syscall numbers and arities, the
     spec's constants and features, then the program with our headers and generated code."""
@@ -155,7 +155,7 @@ class Program:
     buffer's size (a power of two, at least a page), or split into the per-CPU perf buffers.
     """
 
-    def __init__(self, spec: ProgramSpec, layout: kernel_layout.Layout, tracefs: Path,
+    def __init__(self, spec: ProgramSpec, layout: Layout, tracefs: Path,
                  buffer_bytes: int = DEFAULT_BUFFER) -> None:
         from bcc import BPF  # imported late: `audtrace --help` must not need BCC
 
@@ -295,7 +295,7 @@ class Program:
             self.bpf = None
 
 
-def mechanism(layout: kernel_layout.Layout) -> str:
+def mechanism(layout: Layout) -> str:
     return "BTF" if layout.source == "btf" else "headers (no BTF: offsets from the header tree)"
 
 

@@ -6,7 +6,7 @@
   used when installed. Otherwise a distribution header tree is presented to the compiler
   (Debian splits it into -<flavour> and -common packages, merged here with symlinks in a
   private temporary directory, removed at exit). Such a tree serves only to compile: struct
-  offsets come from BTF (see kernel_layout.py).
+  offsets come from BTF (see layout.py).
 """
 
 from __future__ import annotations
