@@ -23,7 +23,7 @@ def cli(ctx: click.Context) -> None:
     if ctx.invoked_subcommand != "cleanup":
         # every subcommand first puts back what killed runs left (a tracefs mount concerns
         # eBPF-only runs too)
-        from audtrace.tracer import cleanup
+        from audtrace.tracer.audit import cleanup
 
         cleanup.at_start(lambda line: click.echo(f"audtrace: {line}", err=True))
 
@@ -47,7 +47,7 @@ def doctor(fmt: str) -> None:
 def cleanup_command(dry_run: bool) -> None:
     """Undo what audtrace runs killed with SIGKILL left in the kernel (audit rules, the audit
     enabled flag, a tracefs mount). What live runs use, and what was there before, stays."""
-    from audtrace.tracer import cleanup, journal
+    from audtrace.tracer.audit import cleanup, journal
 
     try:
         report = cleanup.collect(dry_run)

@@ -80,7 +80,7 @@ def lsm_state() -> str:
 
 def audit_state() -> tuple[bool, str]:
     try:
-        from audtrace.tracer.audit_netlink import AuditNetlink
+        from audtrace.tracer.audit.netlink import AuditNetlink
 
         with AuditNetlink() as nl:
             s = nl.status()

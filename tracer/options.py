@@ -139,7 +139,7 @@ RUNNER = "audtrace.runner"
 def run(sub, common: dict, status: Callable[[int], int] | None = None) -> None:
     """Run a declared subcommand with the common options; errors become one line.
     `status` may change the exit status of a run that ended (`rules -c`)."""
-    from audtrace.tracer.audit_netlink import AuditError
+    from audtrace.tracer.audit.netlink import AuditError
     from audtrace.tracer.ebpf.probes import ProbeError
     from audtrace.tracer.session import Options, Session, SessionError
     from audtrace.tracer.sink import SinkError

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from audtrace.compat import tables
 from audtrace.compat.record import Event
 from audtrace.tracer import audit_records, serials
-from audtrace.tracer.audit_match import relay_filter
+from audtrace.tracer.audit.match import relay_filter
 from audtrace.tracer.ebpf import probes, system
 from audtrace.tracer.ebpf.events import Clock, Decoder
 from audtrace.tracer.sink import Sink
@@ -146,7 +146,7 @@ class Session:
         self.program.open_events()
 
     def _start_audit(self, stack: contextlib.ExitStack) -> None:
-        from audtrace.tracer.audit_source import AuditSource
+        from audtrace.tracer.audit.source import AuditSource
 
         def on_refused(rule, err) -> bool:
             ok = self.sub.audit_refused is not None and self.sub.audit_refused(rule, err)

@@ -213,7 +213,7 @@ def give_new_tasks_audit_contexts() -> None:
     have an audit context (the kernel gives none to a task forked before audit was first
     enabled). A test that must start its processes before audtrace (to name their pids)
     calls this first. Enabled and restored through audtrace's own source, no rule added."""
-    from audtrace.tracer.audit_source import AuditSource
+    from audtrace.tracer.audit.source import AuditSource
 
     with AuditSource([], on_notice=lambda _msg: None, handle_signals=False):
         pass

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 from audtrace.compat import record
-from audtrace.tracer.audit_netlink import AuditNetlink, AuditRule
-from audtrace.tracer.audit_source import AUDIT_WAS_OFF, AuditSource
+from audtrace.tracer.audit.netlink import AuditNetlink, AuditRule
+from audtrace.tracer.audit.source import AUDIT_WAS_OFF, AuditSource
 from audtrace.tracer.subcommands.kill import audit_rules
 
 pytestmark = [
@@ -235,7 +235,7 @@ def test_kill_event_relayed_verbatim(audit_state, tmp_path: Path):
 
 EXIT_PATH = textwrap.dedent("""
     import os, signal, sys, time
-    from audtrace.tracer.audit_source import AuditSource
+    from audtrace.tracer.audit.source import AuditSource
     from audtrace.tracer.subcommands.kill import audit_rules
     mode, key = sys.argv[1], sys.argv[2]
     src = AuditSource(audit_rules([15], [key]), on_notice=lambda m: None)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 from audtrace.compat.record import parse_netlink, split_fields
-from audtrace.tracer.audit_netlink import AuditReader
+from audtrace.tracer.audit.netlink import AuditReader
 from catalogue import aureport, ausearch, diff_records, events, first, select, stamps_close
 from helpers import give_new_tasks_audit_contexts, release, wait_for, waiting_children
 

@@ -19,7 +19,7 @@ import time
 
 import pytest
 from audtrace.compat.record import parse_line, parse_netlink, split_fields
-from audtrace.tracer.audit_netlink import AuditReader
+from audtrace.tracer.audit.netlink import AuditReader
 from helpers import REPO
 
 pytestmark = pytest.mark.kernel

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from audtrace.compat.record import Event, Record
-from audtrace.tracer.audit_match import relay_filter, rule_matches
-from audtrace.tracer.audit_netlink import AuditRule
+from audtrace.tracer.audit.match import relay_filter, rule_matches
+from audtrace.tracer.audit.netlink import AuditRule
 from audtrace.tracer.subcommands import kill
 
 SYSCALL = ("arch=c000003e syscall=62 success=yes exit=0 a0=995 a1=f a2=0 a3=7f334ebb6ac0 "

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from audtrace.compat import tables
 from audtrace.compat.record import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64
-from audtrace.tracer.audit_netlink import (
+from audtrace.tracer.audit.netlink import (
     OPERATORS,
     AuditRule,
     audit_rule_msg,
     audit_status_msg,
 )
-from audtrace.tracer.audit_source import AuditSource
+from audtrace.tracer.audit.source import AuditSource
 from audtrace.tracer.subcommands import kill
 from hypothesis import given
 from hypothesis import strategies as st

@@ -13,7 +13,7 @@ import socket
 
 import pytest
 from audtrace.compat.record import Event, Record
-from audtrace.tracer.audit_match import relay_filter
+from audtrace.tracer.audit.match import relay_filter
 from audtrace.tracer.subcommands import bind, exec, exit, ioctl, net
 from click.testing import CliRunner
 

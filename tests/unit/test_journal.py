@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from audtrace.tracer import cleanup, journal
-from audtrace.tracer.audit_netlink import AuditRule
+from audtrace.tracer.audit import cleanup, journal
+from audtrace.tracer.audit.journal import Held, Item, Journal
+from audtrace.tracer.audit.netlink import AuditRule
 from audtrace.tracer.ebpf import system
-from audtrace.tracer.journal import Held, Item, Journal
 
 TRACEFS = "/sys/kernel/tracing"
 

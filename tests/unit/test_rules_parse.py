@@ -15,7 +15,7 @@ import pytest
 from audtrace.compat import rules as R
 from audtrace.compat import tables
 from audtrace.compat.record import AUDIT_ARCH_X86_64
-from audtrace.tracer.audit_netlink import AuditRule
+from audtrace.tracer.audit.netlink import AuditRule
 from audtrace.tracer.ebpf import rule_filter as F
 from hypothesis import given
 from hypothesis import strategies as st
@@ -352,7 +352,7 @@ def test_ebpf_budget_sends_the_rest_to_kernel_audit():
 def test_refused_rules_are_reported_by_line_or_stop(tmp_path, capsys):
     import errno
 
-    from audtrace.tracer.audit_netlink import AuditError
+    from audtrace.tracer.audit.netlink import AuditError
     from audtrace.tracer.subcommands import rules as cmd
 
     f = tmp_path / "r.rules"

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from audtrace.tracer import journal
+from audtrace.tracer.audit import journal
 
 TRACEFS = Path("/sys/kernel/tracing")
 DEBUGFS_TRACING = Path("/sys/kernel/debug/tracing")
@@ -56,7 +56,7 @@ def tracefs_mounted(notice) -> Iterator[Path]:
     The mount is in the journal before it is made, so a run killed meanwhile does not leave
     it for good; a run that finds it made by another run holds it too, and it goes with the
     last of them (cleanup.leave). A tracefs mounted by anyone else is left alone."""
-    from audtrace.tracer import cleanup  # cleanup unmounts with this module's unmount()
+    from audtrace.tracer.audit import cleanup  # cleanup unmounts with this module's unmount()
 
     holder = journal.new_holder()
     root = tracefs_root()

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 import click
 from audtrace.compat.record import Event, Record, enc_int, enc_str
 from audtrace.tracer import audit_records, options
-from audtrace.tracer.audit_match import all_of, process_filter
-from audtrace.tracer.audit_netlink import AuditRule
+from audtrace.tracer.audit.match import all_of, process_filter
+from audtrace.tracer.audit.netlink import AuditRule
 from audtrace.tracer.audit_records import enc_own_int
 from audtrace.tracer.bind_conflict import Mechanism
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
@@ -265,7 +265,7 @@ def audit_rules(req: BindRequest, keys: list[str], arch: str = "b64") -> list[Au
     -F key=K`. Ports, addresses and comm have no audit rule field: kernel audit reports
     every bind the other fields allow, and compare says so."""
     from audtrace.compat import tables
-    from audtrace.tracer.audit_netlink import machine_arches
+    from audtrace.tracer.audit.netlink import machine_arches
 
     b64, b32 = machine_arches()
     nr = tables.syscall_number({"b64": b64, "b32": b32}[arch], "bind")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import click
 from audtrace.compat.record import Event, Record, enc_int, enc_str
 from audtrace.tracer import audit_records, options
-from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
+from audtrace.tracer.audit.netlink import AuditRule, rule_syscalls
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 

@@ -58,7 +58,7 @@ def _with_key(rules: list, key: str) -> list:
 
 
 def run_compare(sub, common: dict) -> int:
-    from audtrace.tracer.audit_netlink import AuditNetlink
+    from audtrace.tracer.audit.netlink import AuditNetlink
     from audtrace.tracer.session import Options, Session
 
     with AuditNetlink() as nl:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import click
 from audtrace.compat.record import Event, enc_str
 from audtrace.tracer import audit_records, options
-from audtrace.tracer.audit_match import each, process_filter
-from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
+from audtrace.tracer.audit.match import each, process_filter
+from audtrace.tracer.audit.netlink import AuditRule, rule_syscalls
 from audtrace.tracer.ebpf.events import Decoder, FileInfo, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 

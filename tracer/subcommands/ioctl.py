@@ -17,8 +17,8 @@ import click
 from audtrace.compat import ioctls, tables
 from audtrace.compat.record import Event
 from audtrace.tracer import audit_records, options
-from audtrace.tracer.audit_match import each, process_filter
-from audtrace.tracer.audit_netlink import AuditRule, machine_arches
+from audtrace.tracer.audit.match import each, process_filter
+from audtrace.tracer.audit.netlink import AuditRule, machine_arches
 from audtrace.tracer.ebpf.events import Decoder, FileInfo, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.subcommands.exit import kernel_dev

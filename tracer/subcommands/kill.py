@@ -12,7 +12,7 @@ import click
 from audtrace.compat.record import Event, dec_str
 from audtrace.compat.signals import parse_signals
 from audtrace.tracer import audit_records, options
-from audtrace.tracer.audit_netlink import AuditRule, rule_syscalls
+from audtrace.tracer.audit.netlink import AuditRule, rule_syscalls
 from audtrace.tracer.ebpf.events import Decoder, KernelSignal, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 

@@ -25,7 +25,7 @@ from audtrace.compat import rules as R
 from audtrace.compat import tables
 from audtrace.compat.record import Event
 from audtrace.tracer import audit_records, options
-from audtrace.tracer.audit_netlink import AuditError, AuditRule
+from audtrace.tracer.audit.netlink import AuditError, AuditRule
 from audtrace.tracer.ebpf import rule_filter, system
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
@@ -263,7 +263,7 @@ def command(files, explain, auditctl, **common) -> None:
     for note in notices(commands):
         click.echo(f"audtrace: {note}", err=True)
     if any(isinstance(c, R.Control) and c.op == "status" for c in commands):
-        from audtrace.tracer.audit_netlink import AuditNetlink
+        from audtrace.tracer.audit.netlink import AuditNetlink
 
         with AuditNetlink() as ctl:     # as auditctl -s prints it
             st = ctl.status()

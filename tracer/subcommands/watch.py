@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import click
 from audtrace.tracer import options
-from audtrace.tracer.audit_netlink import AuditRule
+from audtrace.tracer.audit.netlink import AuditRule
 from audtrace.tracer.ebpf.probes import ProgramSpec
 
 WHY_NOT_EBPF = ("eBPF cannot watch exactly here: syscall tracepoints see path strings before "

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from audtrace.tracer import journal
+from audtrace.tracer.audit import journal
+from audtrace.tracer.audit.journal import Item, Journal
 from audtrace.tracer.ebpf import system
-from audtrace.tracer.journal import Item, Journal
 
 if TYPE_CHECKING:
-    from audtrace.tracer.audit_netlink import AuditNetlink, AuditRule
+    from audtrace.tracer.audit.netlink import AuditNetlink, AuditRule
 
 Notice = Callable[[str], None]
 
@@ -33,7 +33,7 @@ def rule_what(rule: AuditRule) -> dict[str, Any]:
 
 
 def rule_of(what: dict[str, Any]) -> AuditRule:
-    from audtrace.tracer.audit_netlink import AuditRule
+    from audtrace.tracer.audit.netlink import AuditRule
 
     return AuditRule(list=what["list"], action=what["action"], syscalls=list(what["syscalls"]),
                      fields=[tuple(f) for f in what["fields"]])
@@ -58,7 +58,7 @@ class _Kernel:
 
     def ctl(self) -> AuditNetlink:
         if self._ctl is None:
-            from audtrace.tracer.audit_netlink import AuditNetlink
+            from audtrace.tracer.audit.netlink import AuditNetlink
 
             self._ctl = self.stack.enter_context(AuditNetlink())
         return self._ctl

@@ -23,8 +23,8 @@ from contextlib import contextmanager, suppress
 from typing import NamedTuple
 
 from audtrace.compat import record
-from audtrace.tracer import cleanup, journal
-from audtrace.tracer.audit_netlink import (
+from audtrace.tracer.audit import cleanup, journal
+from audtrace.tracer.audit.netlink import (
     AUDIT_EOE,
     AuditError,
     AuditNetlink,

@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 
 from audtrace.compat.record import Event, dec_str
-from audtrace.tracer.audit_netlink import AuditRule
+from audtrace.tracer.audit.netlink import AuditRule
 
 _NUMERIC = {"pid", "ppid", "uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid",
             "auid", "ses", "exit"}
