@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 from audtrace.compat import tables
 from audtrace.compat.record import Event
-from audtrace.tracer import audit_records, serials
+from audtrace.tracer import records as audit_records
+from audtrace.tracer import serials
 from audtrace.tracer.audit.match import relay_filter
 from audtrace.tracer.ebpf import probes, system
 from audtrace.tracer.ebpf.events import Clock, Decoder

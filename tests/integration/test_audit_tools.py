@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 from audtrace.compat.record import Event, dec_str, format_raw, parse_log, split_fields
-from audtrace.tracer import audit_records, serials
+from audtrace.tracer import records as audit_records
+from audtrace.tracer import serials
 from outputs import RUNS, record_outputs
 
 pytestmark = pytest.mark.kernel

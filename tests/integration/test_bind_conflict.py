@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from audtrace.tracer import bind_conflict
+from audtrace.tracer.bind import conflict as bind_conflict
 from audtrace.tracer.ebpf import layout as kernel_layout
 from audtrace.tracer.ebpf import probes, system
 from audtrace.tracer.ebpf.btf import BTF

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from audtrace.compat.record import parse_line, split_fields
-from audtrace.tracer.histogram import bounds, slot
+from audtrace.tracer.latency.histogram import bounds, slot
 from helpers import REPO, follow_stderr
 
 pytestmark = pytest.mark.kernel

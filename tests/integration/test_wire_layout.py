@@ -11,7 +11,7 @@ import contextlib
 import ctypes
 
 import pytest
-from audtrace.tracer import bind_conflict
+from audtrace.tracer.bind import conflict as bind_conflict
 from audtrace.tracer.ebpf import probes, system
 from audtrace.tracer.subcommands import bind, clock, exec, exit, ioctl, kill, latency, net
 

@@ -50,10 +50,11 @@ from audtrace.compat.record import (
     parse_netlink,
     record_type_name,
 )
-from audtrace.tracer import audit_records, bind_report
+from audtrace.tracer import records as audit_records
+from audtrace.tracer.bind import report as bind_report
+from audtrace.tracer.bind.holders import Diagnosis, HeldSocket, Proc
 from audtrace.tracer.ebpf import rule_filter
 from audtrace.tracer.ebpf.events import FileInfo, Identity, KernelSignal, SyscallEvent, Target
-from audtrace.tracer.port_holders import Diagnosis, HeldSocket, Proc
 from audtrace.tracer.subcommands import bind, clock, ioctl, kill, latency, net, rules
 from audtrace.tracer.subcommands import exec as exec_
 from audtrace.tracer.subcommands import exit as exit_

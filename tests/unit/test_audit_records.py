@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from audtrace.compat.record import format_raw, split_fields
-from audtrace.tracer import audit_records
+from audtrace.tracer import records as audit_records
 from audtrace.tracer.ebpf.events import Identity, KernelSignal, SyscallEvent, Target
 
 # what the kernel wrote for `/bin/kill -15 2453` (captured over netlink on a dev machine)

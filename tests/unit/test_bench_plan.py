@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from audtrace.compat.jsonfmt import format_json
 from audtrace.compat.record import AUDIT_ARCH_X86_64, format_raw
-from audtrace.tracer import audit_records
+from audtrace.tracer import records as audit_records
 from audtrace.tracer.ebpf.events import Identity, SyscallEvent, Target
 from hypothesis import given
 from hypothesis import strategies as st

@@ -8,7 +8,7 @@ import pytest
 from audtrace.compat import ioctls
 from audtrace.compat.interpret import interpret_value
 from audtrace.compat.record import Event, Record, record_line
-from audtrace.tracer import audit_records
+from audtrace.tracer import records as audit_records
 from audtrace.tracer.ebpf.events import FileInfo
 from audtrace.tracer.subcommands.clock import fmt_ns, rtc_text
 from audtrace.tracer.subcommands.exec import split_argv

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from audtrace.tracer.heatmap import EMPTY, Column, Panel, cell_count, colour, render
+from audtrace.tracer.latency.heatmap import EMPTY, Column, Panel, cell_count, colour, render
 
 SVG = "{http://www.w3.org/2000/svg}"
 

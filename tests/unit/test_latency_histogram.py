@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from audtrace.tracer.histogram import (
+from audtrace.tracer.latency.histogram import (
     Histogram,
     bounds,
     format_ns,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from audtrace.tracer.bind_report import summary_lines
-from audtrace.tracer.port_holders import (
+from audtrace.tracer.bind.holders import (
     Diagnosis,
     HeldSocket,
     Proc,
@@ -14,6 +13,7 @@ from audtrace.tracer.port_holders import (
     port_in_list,
     reserved_with,
 )
+from audtrace.tracer.bind.report import summary_lines
 from audtrace.tracer.subcommands.bind import addr_match
 
 

@@ -18,14 +18,12 @@ from dataclasses import dataclass, field
 
 import click
 from audtrace.compat.record import Event, Record, enc_int, enc_str
-from audtrace.tracer import audit_records, options
+from audtrace.tracer import options
+from audtrace.tracer import records as audit_records
 from audtrace.tracer.audit.match import all_of, process_filter
 from audtrace.tracer.audit.netlink import AuditRule
-from audtrace.tracer.audit_records import enc_own_int
-from audtrace.tracer.bind_conflict import Mechanism
-from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
-from audtrace.tracer.ebpf.probes import ProgramSpec
-from audtrace.tracer.port_holders import (
+from audtrace.tracer.bind.conflict import Mechanism
+from audtrace.tracer.bind.holders import (
     TCP_STATES,
     Diagnosis,
     HeldSocket,
@@ -33,6 +31,9 @@ from audtrace.tracer.port_holders import (
     attach_owners,
     diagnose,
 )
+from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
+from audtrace.tracer.ebpf.probes import ProgramSpec
+from audtrace.tracer.records import enc_own_int
 
 EADDRINUSE = 98
 FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
@@ -254,7 +255,7 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> list[Event]:
     records.append(audit_records.proctitle_record(ev.who))
     sec, nsec = divmod(ev.time_ns, 1_000_000_000)
     if d.diagnosis is not None:
-        from audtrace.tracer.bind_report import explain
+        from audtrace.tracer.bind.report import explain
 
         explain(ev, holders_of(d))
     return [Event(sec, nsec // 1_000_000, serial, records, "ebpf"), *extra]
@@ -326,7 +327,7 @@ def audit_filter(req: BindRequest):
 
 
 def subcommand(req: BindRequest, keys: list[str]):
-    from audtrace.tracer import bind_conflict
+    from audtrace.tracer.bind import conflict as bind_conflict
     from audtrace.tracer.session import Subcommand
 
     mech = bind_conflict.choose(req.conflict)

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import click
 from audtrace.compat.record import Event, Record, enc_int, enc_str
-from audtrace.tracer import audit_records, options
+from audtrace.tracer import options
+from audtrace.tracer import records as audit_records
 from audtrace.tracer.audit.netlink import AuditRule, rule_syscalls
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec

@@ -108,7 +108,7 @@ def run_compare(sub, common: dict) -> int:
 
 
 def _keyed(ev: Event, keys: list[str]) -> bool:
-    from audtrace.tracer.audit_records import enc_key
+    from audtrace.tracer.records import enc_key
 
     want = enc_key(keys)
     return any(r.type == "SYSCALL" and r.get("key") == want for r in ev.records)

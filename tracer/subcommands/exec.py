@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 
 import click
 from audtrace.compat.record import Event, enc_str
-from audtrace.tracer import audit_records, options
+from audtrace.tracer import options
+from audtrace.tracer import records as audit_records
 from audtrace.tracer.audit.match import each, process_filter
 from audtrace.tracer.audit.netlink import AuditRule, rule_syscalls
 from audtrace.tracer.ebpf.events import Decoder, FileInfo, SyscallEvent

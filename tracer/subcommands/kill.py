@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import click
 from audtrace.compat.record import Event, dec_str
 from audtrace.compat.signals import parse_signals
-from audtrace.tracer import audit_records, options
+from audtrace.tracer import options
+from audtrace.tracer import records as audit_records
 from audtrace.tracer.audit.netlink import AuditRule, rule_syscalls
 from audtrace.tracer.ebpf.events import Decoder, KernelSignal, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec

@@ -22,11 +22,13 @@ import click
 import orjson
 from audtrace.compat import tables
 from audtrace.compat.record import Event
-from audtrace.tracer import audit_records, heatmap, options
+from audtrace.tracer import options
+from audtrace.tracer import records as audit_records
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
-from audtrace.tracer.histogram import NOTE, Histogram, format_ns, parse_duration, render
-from audtrace.tracer.histogram import summary_line as hist_summary
+from audtrace.tracer.latency import heatmap
+from audtrace.tracer.latency.histogram import NOTE, Histogram, format_ns, parse_duration, render
+from audtrace.tracer.latency.histogram import summary_line as hist_summary
 
 FUNC_NR = -1                         # bpf/latency.c: the histogram key of a kernel function
 EXIT_NAMES = ("exit", "exit_group")  # never return: measured to the task's last switch

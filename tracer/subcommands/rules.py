@@ -24,7 +24,8 @@ import click
 from audtrace.compat import rules as R
 from audtrace.compat import tables
 from audtrace.compat.record import Event
-from audtrace.tracer import audit_records, options
+from audtrace.tracer import options
+from audtrace.tracer import records as audit_records
 from audtrace.tracer.audit.netlink import AuditError, AuditRule
 from audtrace.tracer.ebpf import rule_filter, system
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from xml.sax.saxutils import escape, quoteattr
 
-from audtrace.tracer.histogram import bounds, format_ns
+from audtrace.tracer.latency.histogram import bounds, format_ns
 
 # light yellow to dark red (a sequential scale readable in grey too)
 PALETTE = ((255, 255, 204), (254, 217, 118), (253, 141, 60), (227, 26, 28), (128, 0, 38))

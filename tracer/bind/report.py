@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from audtrace.tracer.port_holders import Diagnosis, HeldSocket
+from audtrace.tracer.bind.holders import Diagnosis, HeldSocket
 
 
 def _endpoint(addr: str, port: int) -> str:
