@@ -44,12 +44,13 @@ import time
 from collections.abc import Iterator
 
 from . import record as _rec
+from .ints import s32
 from .record import Event, Record, SyscallRecord
+from .rules import KEY_SEP, LISTS
 from .signals import SIGRTMAX, SIGRTMIN, signal_name
-from .tables import errno_message, errno_name, host_arch, syscall_name
+from .tables import ARCH_NAMES, errno_message, errno_name, file_types, host_arch, syscall_name
 
 SEPARATOR = "\x1d"  # AUDIT_INTERP_SEPARATOR
-KEY_SEPARATOR = "\x01"  # AUDIT_KEY_SEPARATOR
 
 # Record type numbers used by the field-type adjustments.
 _T_SYSCALL, _T_PATH, _T_EXECVE, _T_SECCOMP = 1300, 1302, 1309, 1326
@@ -172,11 +173,6 @@ def _strtoul(s: str, base: int, *, bits: int = 64, signed: bool = False) -> int:
     return ((-value) & ((1 << bits) - 1)) if neg else value
 
 
-def _int32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v & 0x80000000 else v
-
-
 # ------------------------------------------------------------------ decoding
 
 
@@ -246,17 +242,6 @@ def _tty_escape(s: str) -> str:
 
 # -------------------------------------------------------- value interpreters
 
-_AUDIT_ARCH_MACHINE = {
-    _rec.AUDIT_ARCH_X86_64: "x86_64",
-    _rec.AUDIT_ARCH_I386: "i386",
-    _rec.AUDIT_ARCH_AARCH64: "aarch64",
-}
-
-_FILE_TYPES = {
-    0o100000: "file", 0o040000: "dir", 0o120000: "link", 0o140000: "socket",
-    0o020000: "character", 0o060000: "block", 0o010000: "fifo",
-}  # fmt: skip
-
 _OPEN_FLAGS = (
     (0o1, "O_WRONLY"), (0o2, "O_RDWR"), (0o100, "O_CREAT"), (0o200, "O_EXCL"),
     (0o400, "O_NOCTTY"), (0o1000, "O_TRUNC"), (0o2000, "O_APPEND"), (0o4000, "O_NONBLOCK"),
@@ -300,7 +285,8 @@ _IPCCALLS = {
     1: "semop", 2: "semget", 3: "semctl", 4: "semtimedop", 11: "msgsnd", 12: "msgrcv",
     13: "msgget", 14: "msgctl", 21: "shmat", 22: "shmdt", 23: "shmget", 24: "shmctl",
 }  # fmt: skip
-_LISTS = {0: "user", 1: "task", 4: "exit", 5: "exclude", 6: "filesystem"}
+# the rule lists as ausearch 3.0.9 names them: it has no name for io_uring's
+_LISTS = {num: name for name, num in LISTS.items() if name != "io_uring"}
 
 
 class Names:
@@ -383,7 +369,7 @@ def _group_name(gid: int, ctx: dict) -> str:
 
 
 def _print_signal(val: str, base: int) -> str:
-    n = _int32(_strtoul(val, base))
+    n = s32(_strtoul(val, base))
     if 0 <= n < 32:
         return signal_name(n)
     if SIGRTMIN <= n <= SIGRTMAX:
@@ -394,7 +380,7 @@ def _print_signal(val: str, base: int) -> str:
 def _print_mode(val: str, base: int) -> str:
     m = _strtoul(val, base) & 0xFFFFFFFF
     ftype = m & 0o170000
-    text = _FILE_TYPES.get(ftype) or f"{ftype // 0o10000:03o}"
+    text = file_types().get(ftype) or f"{ftype // 0o10000:03o}"
     for bit, name in ((0o4000, "suid"), (0o2000, "sgid"), (0o1000, "sticky")):
         if m & bit:
             text += "," + name
@@ -434,14 +420,14 @@ def _print_cap_bitmap(val: str) -> str:
 
 
 def _print_capability(val: str, base: int) -> str:
-    n = _int32(_strtoul(val, base))
+    n = s32(_strtoul(val, base))
     if 0 <= n < len(_CAPS):
         return _CAPS[n]
     return f"unknown-capability({'0x' if base == 16 else ''}{val})"
 
 
 def _print_perm(val: str) -> str:
-    p = _int32(_strtoul(val, 10, signed=True))
+    p = s32(_strtoul(val, 10, signed=True))
     if p == 0:
         p = 0xF  # the kernel reads "nothing" as "everything"
     return ",".join(n for b, n in ((4, "read"), (2, "write"), (1, "exec"), (8, "attr")) if p & b)
@@ -457,13 +443,13 @@ def _print_exit(val: str) -> str:
 def _print_success(val: str) -> str:
     if not val[:1].isdigit():
         return val
-    n = _int32(_strtoul(val, 10))
+    n = s32(_strtoul(val, 10))
     return {0: "no", 1: "yes"}.get(n, "unset")
 
 
 def _print_arch(val: str, machine: int | None) -> str:
     arch = _strtoul(val, 16) & 0xFFFFFFFF
-    name = _AUDIT_ARCH_MACHINE.get(arch)
+    name = ARCH_NAMES.get(arch)
     return name if name else f"unknown-elf-type({val})"
 
 
@@ -525,11 +511,11 @@ def _sig16(v: str, _a: tuple) -> str:
 
 
 def _uid16(v: str, a: tuple) -> str:
-    return _user_name(_int32(_strtoul(v, 16)), a[2])
+    return _user_name(s32(_strtoul(v, 16)), a[2])
 
 
 def _gid16(v: str, a: tuple) -> str:
-    return _group_name(_int32(_strtoul(v, 16)), a[2])
+    return _group_name(s32(_strtoul(v, 16)), a[2])
 
 
 def _dirfd(v: str, _a: tuple) -> str:
@@ -549,7 +535,7 @@ def _access(v: str, _a: tuple) -> str:
 
 
 def _domain(v: str, _a: tuple) -> str:
-    fam = _int32(_strtoul(v, 16))
+    fam = s32(_strtoul(v, 16))
     return _FAMILIES.get(fam) or f"unknown-family(0x{v})"
 
 
@@ -558,7 +544,7 @@ def _socktype(v: str, _a: tuple) -> str:
 
 
 def _socketcall(v: str, _a: tuple) -> str:
-    n = _int32(_strtoul(v, 16))
+    n = s32(_strtoul(v, 16))
     return _SOCKETCALLS[n] if 0 < n < len(_SOCKETCALLS) else f"unknown-socketcall({v})"
 
 
@@ -692,7 +678,7 @@ def _print_arg(idx: int, val: str, machine: int, syscall: int, ctx: dict) -> str
 def _print_syscall(val: str, machine: int, syscall: int, ctx: dict) -> str:
     name = syscall_name(machine, syscall)
     if name is None:
-        return f"unknown-syscall({_int32(syscall)})"
+        return f"unknown-syscall({s32(syscall)})"
     a0 = ctx.get("_a0", 0)
     if name == "socketcall" and a0 < len(_SOCKETCALLS) and a0 > 0:
         return f"{name}({_SOCKETCALLS[a0]})"
@@ -714,9 +700,9 @@ def interpret_value(
     syscall = ctx.get("syscall", -1) if rtype in (_T_SYSCALL, _T_SECCOMP) else 0
     try:
         if kind == "uid":
-            out = _user_name(_int32(_strtoul(val, 10)), ctx)
+            out = _user_name(s32(_strtoul(val, 10)), ctx)
         elif kind == "gid":
-            out = _group_name(_int32(_strtoul(val, 10)), ctx)
+            out = _group_name(s32(_strtoul(val, 10)), ctx)
         elif kind == "syscall":
             out = _print_syscall(val, machine, syscall, ctx)
         elif kind == "arch":
@@ -736,7 +722,7 @@ def interpret_value(
         elif kind == "sockaddr":
             out = _print_sockaddr(val)
         elif kind == "promisc":
-            out = "no" if _int32(_strtoul(val, 10, signed=True)) == 0 else "yes"
+            out = "no" if s32(_strtoul(val, 10, signed=True)) == 0 else "yes"
         elif kind == "capability":
             out = _print_capability(val, 10)
         elif kind == "success":
@@ -746,7 +732,7 @@ def interpret_value(
         elif kind == "signal":
             out = _print_signal(val, 10)
         elif kind == "list":
-            n = _int32(_strtoul(val, 10))
+            n = s32(_strtoul(val, 10))
             out = _LISTS.get(n) or f"unknown-list({val})"
         elif kind == "session":
             out = "unset" if val == "4294967295" else val
@@ -764,7 +750,7 @@ def interpret_value(
         out = f"conversion error({val})"
     if escape:
         if kind == "key":
-            out = KEY_SEPARATOR.join(_tty_escape(k) for k in out.split(KEY_SEPARATOR))
+            out = KEY_SEP.join(_tty_escape(k) for k in out.split(KEY_SEP))
         else:
             out = _tty_escape(out)
     return kind, out
@@ -877,7 +863,7 @@ def _walk(
                     local["machine"] = _strtoul(value, 16) & 0xFFFFFFFF
             if local["syscall"] < 0 and name == "syscall":
                 with contextlib.suppress(_ConvError):
-                    local["syscall"] = _int32(_strtoul(value, 10))
+                    local["syscall"] = s32(_strtoul(value, 10))
         kind, out = interpret_value(rtype, name, value, local, escape=escape)
         yield printed, name, value, (kind, out), comma
 
@@ -915,7 +901,7 @@ def _interpreted_line(ev: Event, rec: Record, ctx: dict) -> str:
         if kind == "unclassified":
             parts.append(value + ("," if comma else " "))
         elif kind == "key":
-            keys = out.split(KEY_SEPARATOR)
+            keys = out.split(KEY_SEP)
             parts.append(keys[0] + "".join(f" key={k}" for k in keys[1:]) + " ")
         elif kind == "tty_data":
             parts.append(out)

@@ -17,9 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-AUDIT_ARCH_X86_64 = 0xC000003E
-AUDIT_ARCH_AARCH64 = 0xC00000B7
-AUDIT_ARCH_I386 = 0x40000003
+from .tables import msg_types
 
 _U64 = (1 << 64) - 1
 # the bytes the kernel prints quoted; deleting them leaves nothing for a quotable string
@@ -251,16 +249,12 @@ def stamp(ev: Event) -> str:
 
 def record_type_name(num: int) -> str:
     """1300 -> 'SYSCALL'; numbers libaudit does not know -> 'UNKNOWN[1399]' as auditd writes."""
-    from .tables import msg_types
-
     return msg_types().get(num) or f"UNKNOWN[{num}]"
 
 
 @functools.cache
 def _type_numbers() -> dict[str, int]:
     """Name -> number; a name listed twice keeps its first number, as a search in order would."""
-    from .tables import msg_types
-
     out: dict[str, int] = {}
     for num, known in msg_types().items():
         out.setdefault(known, num)

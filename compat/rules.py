@@ -26,7 +26,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from . import tables
-from .record import AUDIT_ARCH_AARCH64, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64
+from .ints import s32
+from .tables import AUDIT_ARCH_AARCH64, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64
 
 # ---- the kernel's numbers (uapi linux/audit.h) and auditctl's names for them --------------
 LISTS = {"user": 0, "task": 1, "exit": 4, "exclude": 5, "filesystem": 6, "io_uring": 7}
@@ -41,54 +42,9 @@ OPERATORS = {
     "&": 0x08000000,
     "&=": 0x48000000,
 }
-# lib/fieldtab.h; "loginuid" is auditctl's alias of auid
-FIELDS = {
-    "pid": 0,
-    "uid": 1,
-    "euid": 2,
-    "suid": 3,
-    "fsuid": 4,
-    "gid": 5,
-    "egid": 6,
-    "sgid": 7,
-    "fsgid": 8,
-    "auid": 9,
-    "pers": 10,
-    "arch": 11,
-    "msgtype": 12,
-    "subj_user": 13,
-    "subj_role": 14,
-    "subj_type": 15,
-    "subj_sen": 16,
-    "subj_clr": 17,
-    "ppid": 18,
-    "obj_user": 19,
-    "obj_role": 20,
-    "obj_type": 21,
-    "obj_lev_low": 22,
-    "obj_lev_high": 23,
-    "sessionid": 25,
-    "fstype": 26,
-    "devmajor": 100,
-    "devminor": 101,
-    "inode": 102,
-    "exit": 103,
-    "success": 104,
-    "path": 105,
-    "perm": 106,
-    "dir": 107,
-    "filetype": 108,
-    "obj_uid": 109,
-    "obj_gid": 110,
-    "field_compare": 111,
-    "exe": 112,
-    "saddr_fam": 113,
-    "a0": 200,
-    "a1": 201,
-    "a2": 202,
-    "a3": 203,
-    "key": 210,
-}
+# lib/fieldtab.h, as libaudit names the fields (compat/data/fields.tsv); "loginuid" is
+# auditctl's alias of auid
+FIELDS = tables.rule_fields()
 ALIASES = {"loginuid": "auid"}
 STRING_FIELDS = frozenset(
     [
@@ -258,11 +214,6 @@ Command = RuleCommand | Control
 
 
 # ---- listing, as auditctl -l prints (src/auditctl-listing.c) ----------------------------------
-def _s32(v: int) -> int:
-    v &= 0xFFFFFFFF
-    return v - (1 << 32) if v & 0x80000000 else v
-
-
 def _arch_text(value: int) -> str:
     if value not in KNOWN_ARCHES:
         return f"0x{value:X}"
@@ -291,14 +242,14 @@ def _field_text(name: str, op: str, value: int | str, watch: bool) -> str:
     if name == "inode":
         return f" -F {name}{op}{int(value) & 0xFFFFFFFF}"
     if name == "exit":
-        v = _s32(int(value))
+        v = s32(int(value))
         err = tables.errno_name(v, kernel=False) if v < 0 else None
         return f" -F exit{op}-{err}" if err else f" -F exit{op}{v}"
     if name == "msgtype" and int(value) in tables.msg_types():
         return f" -F msgtype{op}{tables.msg_types()[int(value)]}"
     if name.startswith("f") and name[1:].isdigit():
-        return f" {name}{op}{_s32(int(value))}"
-    return f" -F {name}{op}{_s32(int(value))}"  # auditctl's default: signed decimal
+        return f" {name}{op}{s32(int(value))}"
+    return f" -F {name}{op}{s32(int(value))}"  # auditctl's default: signed decimal
 
 
 def format_rule(list_: str, action: str, syscalls: list[int], fields: list[Field]) -> str:
@@ -498,7 +449,7 @@ def field_pair(b: _Builder, pair: str) -> Field:
             n = errno_value(v)
             if n == 0:
                 raise RuleError(f"-F unknown errno - {name}")
-        value = _s32(n)
+        value = s32(n)
     elif name == "msgtype":
         if flist not in ("exclude", "user"):
             raise RuleError("msgtype field can only be used with exclude or user filter list")
@@ -570,15 +521,7 @@ def field_pair(b: _Builder, pair: str) -> Field:
     return name, op, value
 
 
-_FILETYPES = {
-    "file": 0o100000,
-    "dir": 0o040000,
-    "socket": 0o140000,
-    "link": 0o120000,
-    "character": 0o020000,
-    "block": 0o060000,
-    "fifo": 0o010000,
-}
+_FILETYPES = {name: mode for mode, name in tables.file_types().items()}
 _FSTYPES = {"debugfs": 0x64626720, "tracefs": 0x74726163}
 
 

@@ -6,6 +6,8 @@ audtrace names syscalls, record types and errnos exactly as ausearch does:
 * ``syscalls-<arch>.tsv``  from ``ausyscall <arch> --dump``
 * ``msgtypes.tsv``         from libaudit's ``audit_msg_type_to_name()``
 * ``errno.tsv``            from libaudit's ``audit_errno_to_name()``
+* ``fields.tsv``           from libaudit's ``audit_field_to_name()`` (rule fields, -F NAME)
+* ``filetypes.tsv``        from libaudit's ``audit_ftype_to_name()`` (S_IFMT values)
 
 Regenerate them (needs the ``auditd`` package, i.e. ausyscall and libaudit.so.1)::
 
@@ -25,7 +27,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .record import AUDIT_ARCH_AARCH64, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64
+from .ints import s32
+
+AUDIT_ARCH_X86_64 = 0xC000003E
+AUDIT_ARCH_AARCH64 = 0xC00000B7
+AUDIT_ARCH_I386 = 0x40000003
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
@@ -124,6 +130,18 @@ def msg_types() -> dict[int, str]:
 
 
 @functools.cache
+def rule_fields() -> dict[str, int]:
+    """Audit rule field name -> the kernel's number (AUDIT_PID is 0, AUDIT_FILTERKEY 210)."""
+    return {name: int(num) for num, name in _read_tsv("fields.tsv")}
+
+
+@functools.cache
+def file_types() -> dict[int, str]:
+    """S_IFMT value -> the name auditctl's `-F filetype=` and ausearch give it."""
+    return {int(mode): name for mode, name in _read_tsv("filetypes.tsv")}
+
+
+@functools.cache
 def _errnos() -> dict[int, str]:
     return {int(num): name for num, name in _read_tsv("errno.tsv")}
 
@@ -144,8 +162,7 @@ def errno_name(err: int, *, kernel: bool = True) -> str | None:
 def errno_message(err: int) -> str:
     """glibc's strerror() text for -98 or 98: 'Address already in use'. Like ausearch,
     which passes a long long to strerror(int): the number is cut to 32 bits."""
-    n = abs(err) & 0xFFFFFFFF
-    return os.strerror(n - (1 << 32) if n & 0x80000000 else n)
+    return os.strerror(s32(abs(err)))
 
 
 # ----------------------------------------------------------------- generation
@@ -165,13 +182,13 @@ def _dump_syscalls(arch_name_: str) -> list[tuple[int, str]]:
     return rows
 
 
-def _libaudit_table(func: str, limit: int) -> list[tuple[int, str]]:
+def _libaudit_table(func: str, numbers: range) -> list[tuple[int, str]]:
     lib = ctypes.CDLL("libaudit.so.1")
     fn = getattr(lib, func)
     fn.restype = ctypes.c_char_p
     fn.argtypes = [ctypes.c_int]
     rows = []
-    for i in range(limit):
+    for i in numbers:
         name = fn(i)
         if name:
             rows.append((i, name.decode("ascii")))
@@ -204,12 +221,23 @@ def generate_data(dest: Path = DATA_DIR) -> None:
     _write_tsv(
         dest / "msgtypes.tsv",
         f"libaudit audit_msg_type_to_name ({version})",
-        _libaudit_table("audit_msg_type_to_name", 10000),
+        _libaudit_table("audit_msg_type_to_name", range(10000)),
     )
     _write_tsv(
         dest / "errno.tsv",
         f"libaudit audit_errno_to_name ({version})",
-        _libaudit_table("audit_errno_to_name", 4096),
+        _libaudit_table("audit_errno_to_name", range(4096)),
+    )
+    # rule fields are below 256 (AUDIT_FILTERKEY is 210); file types are S_IFMT values
+    _write_tsv(
+        dest / "fields.tsv",
+        f"libaudit audit_field_to_name ({version})",
+        _libaudit_table("audit_field_to_name", range(256)),
+    )
+    _write_tsv(
+        dest / "filetypes.tsv",
+        f"libaudit audit_ftype_to_name ({version})",
+        _libaudit_table("audit_ftype_to_name", range(0, 0o200000, 0o10000)),
     )
 
 

@@ -8,6 +8,7 @@ Every record audtrace makes ends with `src=ebpf`; the session numbers the events
 
 from __future__ import annotations
 
+from audtrace.compat.ints import s32
 from audtrace.compat.record import Event, Record, Run, SyscallRecord, enc_int, enc_str
 from audtrace.tracer.ebpf.events import FileInfo, Identity, KernelSignal, SyscallEvent, Target
 
@@ -33,10 +34,6 @@ def enc_key(keys: list[str] | tuple[str, ...]) -> str:
         # several keys travel as one string separated by \x01, which forces the hex form
         text = _KEYS[t] = enc_str("\x01".join(t)) if t else "(null)"
     return text
-
-
-def _signed(v: int) -> int:
-    return v - (1 << 32) if v & 0x80000000 else v
 
 
 def identity_fields(who: Identity) -> list[tuple[str, str]]:
@@ -73,8 +70,8 @@ def syscall_record(ev: SyscallEvent, keys: list[str], items: int = 0, *,
 def obj_pid_record(t: Target) -> Record:
     rec = t.memo.get("obj_pid")
     if rec is None:
-        fields = [("opid", enc_int(t.pid)), ("oauid", enc_int(_signed(t.auid))),
-                  ("ouid", enc_int(_signed(t.uid))), ("oses", enc_int(_signed(t.ses))),
+        fields = [("opid", enc_int(t.pid)), ("oauid", enc_int(s32(t.auid))),
+                  ("ouid", enc_int(s32(t.uid))), ("oses", enc_int(s32(t.ses))),
                   ("ocomm", enc_str(t.comm)), SRC]
         rec = t.memo["obj_pid"] = Record("OBJ_PID", fields, shared=True)
     return rec

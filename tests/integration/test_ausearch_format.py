@@ -17,16 +17,8 @@ from pathlib import Path
 
 import pytest
 from audtrace.compat import interpret, record, tables
-from audtrace.compat.record import (
-    AUDIT_ARCH_AARCH64,
-    AUDIT_ARCH_I386,
-    AUDIT_ARCH_X86_64,
-    Event,
-    Record,
-    enc_hex,
-    enc_int,
-    enc_str,
-)
+from audtrace.compat.record import Event, Record, enc_hex, enc_int, enc_str
+from audtrace.compat.tables import AUDIT_ARCH_AARCH64, AUDIT_ARCH_I386, AUDIT_ARCH_X86_64
 from audtrace.tracer import serials
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

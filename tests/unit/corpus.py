@@ -42,14 +42,8 @@ from dataclasses import dataclass, replace
 from unittest import mock
 
 from audtrace.compat import rules as R
-from audtrace.compat.record import (
-    AUDIT_ARCH_I386,
-    AUDIT_ARCH_X86_64,
-    Event,
-    Record,
-    parse_netlink,
-    record_type_name,
-)
+from audtrace.compat.record import Event, Record, parse_netlink, record_type_name
+from audtrace.compat.tables import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64
 from audtrace.tracer import records as audit_records
 from audtrace.tracer.bind import report as bind_report
 from audtrace.tracer.bind.holders import Diagnosis, HeldSocket, Proc

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from audtrace.compat import tables
-from audtrace.compat.record import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64
+from audtrace.compat.tables import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64
 from audtrace.tracer.audit.netlink import (
     OPERATORS,
     AuditRule,

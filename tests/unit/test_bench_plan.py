@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 from audtrace.compat.jsonfmt import format_json
-from audtrace.compat.record import AUDIT_ARCH_X86_64, format_raw
+from audtrace.compat.record import format_raw
+from audtrace.compat.tables import AUDIT_ARCH_X86_64
 from audtrace.tracer import records as audit_records
 from audtrace.tracer.ebpf.events import Identity, SyscallEvent, Target
 from hypothesis import given

@@ -3,7 +3,6 @@ from __future__ import annotations
 import pytest
 from audtrace.compat import record, tables
 from audtrace.compat.record import (
-    AUDIT_ARCH_X86_64,
     Event,
     Record,
     enc_hex,
@@ -15,6 +14,7 @@ from audtrace.compat.record import (
     parse_netlink,
     split_fields,
 )
+from audtrace.compat.tables import AUDIT_ARCH_X86_64
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 from audtrace.compat import rules as R
 from audtrace.compat import tables
-from audtrace.compat.record import AUDIT_ARCH_X86_64
+from audtrace.compat.tables import AUDIT_ARCH_X86_64
 from audtrace.tracer.audit.netlink import AuditRule
 from audtrace.tracer.ebpf import rule_filter as F
 from hypothesis import given

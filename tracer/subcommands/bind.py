@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 
 import click
+from audtrace.compat.ints import s32
 from audtrace.compat.record import Event, Record, enc_int, enc_str
 from audtrace.tracer import options
 from audtrace.tracer import records as audit_records
@@ -189,8 +190,8 @@ def holder_record(h: HeldSocket, p: Proc | None, d: BindDetail) -> Record:
         who = [("opid", "0"), ("oauid", "-1"), ("ouid", enc_int(h.uid)), ("oses", "-1"),
                ("ocomm", enc_str("?"))]
     else:
-        who = [("opid", enc_int(p.pid)), ("oauid", enc_int(_signed(p.auid))),
-               ("ouid", enc_int(p.uid)), ("oses", enc_int(_signed(p.ses))),
+        who = [("opid", enc_int(p.pid)), ("oauid", enc_int(s32(p.auid))),
+               ("ouid", enc_int(p.uid)), ("oses", enc_int(s32(p.ses))),
                ("ocomm", enc_str(p.comm)),
                # named as PROCTITLE's field so `ausearch -i` decodes it the same way
                ("proctitle", enc_str(p.cmdline[:CMDLINE_MAX] or p.comm))]
@@ -210,10 +211,6 @@ def holder_event(h: HeldSocket, p: Proc, ev: SyscallEvent, keys: list[str],
               audit_records.SRC]
     sec, nsec = divmod(ev.time_ns, 1_000_000_000)
     return Event(sec, nsec // 1_000_000, serial, [Record("USER", fields)], "ebpf")
-
-
-def _signed(v: int) -> int:
-    return v - (1 << 32) if v & 0x80000000 else v
 
 
 def holders_of(d: BindDetail) -> list[HeldSocket]:
