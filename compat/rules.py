@@ -71,6 +71,7 @@ UNSET = 0xFFFFFFFF
 KEY_SEP = "\x01"
 MAX_KEY_LEN = 256
 MAX_FIELDS = 64
+MAX_SYSCALLS = 64 * 32  # AUDIT_BITMASK_SIZE words of syscall bits
 PATH_MAX = 4096
 
 # -C LEFT op RIGHT -> AUDIT_COMPARE_* (either order names the same comparison)
@@ -149,12 +150,30 @@ class RuleError(ValueError):
 @dataclass(frozen=True)
 class Rule:
     """One rule as the kernel holds it. `syscalls` empty on a list that takes syscalls means
-    all of them (`-S all`, or no -S: auditctl sends the full mask)."""
+    all of them (`-S all`, or no -S: auditctl sends the full mask).
+
+    Made from the parser's values, from code (`Rule(syscalls=[62], fields=[("arch", "=",
+    "b64"), ("key", "=", "k")])`) or from the kernel's list (tracer/audit/netlink.py), a rule
+    holds its values normalized as libaudit converts them (`b64` to its AUDIT_ARCH, `unset`
+    to 4294967295, perm `wa` to bits, `loginuid` to auid, exit signed) and its keys in one
+    field joined by \\x01, so equal rules compare equal whatever made them."""
 
     list: str = "exit"
     action: str = "always"
     syscalls: tuple[int, ...] = ()
     fields: tuple[Field, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.list not in LISTS:
+            raise ValueError(f"unknown audit filter list {self.list!r}")
+        if self.action not in ACTIONS:
+            raise ValueError(f"unknown audit rule action {self.action!r}")
+        if len(self.fields) > MAX_FIELDS:
+            raise ValueError(f"more than {MAX_FIELDS} fields")
+        if any(not 0 <= nr < MAX_SYSCALLS for nr in self.syscalls):
+            raise ValueError(f"syscall number out of range in {self.syscalls}")
+        object.__setattr__(self, "syscalls", tuple(sorted(set(self.syscalls))))
+        object.__setattr__(self, "fields", _merge_keys([normalized(*f) for f in self.fields]))
 
     @property
     def arch(self) -> int | None:
@@ -181,7 +200,63 @@ class Rule:
         )
 
     def __str__(self) -> str:
-        return format_rule(self.list, self.action, list(self.syscalls), list(self.fields))
+        return format_rule(self)
+
+
+_FIELD_NAMES = {num: name for name, num in FIELDS.items()}
+_UNSET_FIELDS = frozenset([*UID_FIELDS, *GID_FIELDS, "sessionid"])
+
+
+def field_number(name: str) -> int:
+    """The kernel's number of a rule field; `fN` is how auditctl lists one it has no name for."""
+    name = ALIASES.get(name, name)
+    if name in FIELDS:
+        return FIELDS[name]
+    if re.fullmatch(r"f\d+", name):
+        return int(name[1:])
+    raise ValueError(f"unknown audit rule field {name!r}")
+
+
+def field_name(number: int) -> str:
+    return _FIELD_NAMES.get(number, f"f{number}")
+
+
+def normalized(name: str, op: str, value: int | str) -> Field:
+    """One field as the kernel gives it back, values converted as libaudit converts them."""
+    num = field_number(name)
+    name = field_name(num)
+    if op not in OPERATORS:
+        raise ValueError(f"unknown operator {op!r} in field {name}")
+    if name in STRING_FIELDS:
+        if not isinstance(value, str):
+            raise ValueError(f"field {name} takes a string, not {value!r}")
+        if name == "key" and len(value.encode()) > MAX_KEY_LEN:
+            raise ValueError(f"key longer than {MAX_KEY_LEN} bytes")
+        return name, op, value
+    if name == "arch" and isinstance(value, str):
+        b64, b32 = machine_arches()
+        named = {"b64": b64, "b32": b32}
+        value = named[value.lower()] if value.lower() in named else int(value, 0)
+    elif name == "perm" and isinstance(value, str):
+        bits = 0
+        for ch in value:
+            bits |= dict(PERM_BITS)[ch]
+        value = bits
+    elif isinstance(value, str):
+        value = UNSET if value == "unset" and name in _UNSET_FIELDS else int(value, 0)
+    if name == "exit":  # the only field the kernel compares signed, against a negative errno
+        return name, op, s32(value)
+    return name, op, value & 0xFFFFFFFF
+
+
+def _merge_keys(fields: list[Field]) -> tuple[Field, ...]:
+    """The kernel takes one key field per rule: several keys share it, joined by \\x01."""
+    keys = [str(v) for n, _o, v in fields if n == "key"]
+    if len(keys) < 2:
+        return tuple(fields)
+    first = next(i for i, f in enumerate(fields) if f[0] == "key")
+    rest = [f for f in fields if f[0] != "key"]
+    return (*rest[:first], ("key", "=", KEY_SEP.join(keys)), *rest[first:])
 
 
 @dataclass(frozen=True)
@@ -252,19 +327,19 @@ def _field_text(name: str, op: str, value: int | str, watch: bool) -> str:
     return f" -F {name}{op}{s32(int(value))}"  # auditctl's default: signed decimal
 
 
-def format_rule(list_: str, action: str, syscalls: list[int], fields: list[Field]) -> str:
+def format_rule(rule: Rule) -> str:
     """A rule's `auditctl -l` line (arch first, then -S, then the other fields in order)."""
-    watch = Rule(list_, action, tuple(syscalls), tuple(fields)).is_watch()
-    out = [] if watch else [f"-a {action},{list_}"]
+    watch = rule.is_watch()
+    out = [] if watch else [f"-a {rule.action},{rule.list}"]
     arch = None
     if not watch:
-        for name, op, value in fields:
+        for name, op, value in rule.fields:
             if name == "arch":
                 arch = int(value)
                 out.append(f" -F arch{op}{_arch_text(arch)}")
-        if list_ in ("exit", "io_uring"):
-            out.append(_syscalls_text(syscalls, arch))
-    for name, op, value in fields:
+        if rule.takes_syscalls():
+            out.append(_syscalls_text(list(rule.syscalls), arch))
+    for name, op, value in rule.fields:
         if name != "arch":
             out.append(_field_text(name, op, value, watch))
     return "".join(out)
@@ -301,6 +376,14 @@ def machine_arches(host: int | None = None) -> tuple[int, int]:
     if host not in ARCH_PAIRS:
         raise RuleError("machine type not found")
     return ARCH_PAIRS[host]
+
+
+def rule_syscalls(arch: str, names) -> list[int]:
+    """The numbers of syscalls `names` under a rule's `-F arch=b64|b32`, leaving out those
+    that arch lacks."""
+    b64, b32 = machine_arches()
+    const = {"b64": b64, "b32": b32}[arch]
+    return [n for n in (tables.syscall_number(const, name) for name in names) if n is not None]
 
 
 def arch_value(text: str, host: int | None = None) -> int:

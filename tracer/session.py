@@ -82,7 +82,7 @@ class Subcommand:
     audit_filter: Callable | None = None
     # kernel record types relayed although no rule selects them (`exit`: ANOM_ABEND)
     relay_types: tuple[str, ...] = ()
-    # an audit rule the kernel refused (AuditRule, AuditError): True to load the rest
+    # an audit rule the kernel refused (Rule, AuditError): True to load the rest
     # (auditctl -i/-c), False to stop
     audit_refused: Callable | None = None
     # called after every poll with (program, final); final once, before the programs go:

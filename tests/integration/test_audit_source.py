@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 from audtrace.compat import record
-from audtrace.tracer.audit.netlink import AuditNetlink, AuditRule
+from audtrace.compat.rules import Rule
+from audtrace.tracer.audit.netlink import AuditNetlink
 from audtrace.tracer.audit.source import AUDIT_WAS_OFF, AuditSource
 from audtrace.tracer.subcommands.kill import audit_rules
 
@@ -88,12 +89,12 @@ def wait_events(src: AuditSource, pred, timeout: float = 5.0) -> list[record.Eve
 # rules of different shapes; arch first in each, so auditctl's listing (which carries the
 # previous rule's arch over to a rule without one) names their syscalls right
 SHAPES = [
-    AuditRule(syscalls=[62, 200], fields=[("arch", "=", "b64"), ("a1", "=", 15),
+    Rule(syscalls=[62, 200], fields=[("arch", "=", "b64"), ("a1", "=", 15),
                                           ("key", "=", KEY)]),
-    AuditRule(syscalls=[234], fields=[("arch", "=", "b64"), ("a2", "!=", 9),
+    Rule(syscalls=[234], fields=[("arch", "=", "b64"), ("a2", "!=", 9),
                                       ("auid", "!=", "unset"), ("success", "=", 1),
                                       ("key", "=", KEY), ("key", "=", "second")]),
-    AuditRule(fields=[("arch", "=", "b32"), ("exit", "=", -1), ("exe", "=", "/usr/bin/sleep"),
+    Rule(fields=[("arch", "=", "b32"), ("exit", "=", -1), ("exe", "=", "/usr/bin/sleep"),
                       ("uid", ">=", 1000), ("key", "=", KEY)]),
 ]
 
@@ -285,7 +286,7 @@ FLOOD = textwrap.dedent("""
 
 
 def test_receive_overflow_is_counted_and_survived(audit_state):
-    flood = AuditRule(syscalls=[110], fields=[("arch", "=", "b64"), ("key", "=", KEY)])
+    flood = Rule(syscalls=[110], fields=[("arch", "=", "b64"), ("key", "=", KEY)])
     with AuditSource([flood] + audit_rules([15], [KEY]), lambda _m: None, rcvbuf=4096) as src:
         subprocess.run([sys.executable, "-c", FLOOD], check=True, timeout=60)
         time.sleep(0.5)  # let kauditd deliver into the (too small) socket buffer

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 
 from audtrace.compat.record import Event, Record
+from audtrace.compat.rules import Rule
 from audtrace.tracer.audit.match import relay_filter, rule_matches
-from audtrace.tracer.audit.netlink import AuditRule
 from audtrace.tracer.subcommands import kill
 
 SYSCALL = ("arch=c000003e syscall=62 success=yes exit=0 a0=995 a1=f a2=0 a3=7f334ebb6ac0 "
@@ -24,22 +24,22 @@ def fields(body: str) -> dict[str, str]:
 
 
 def test_signal_argument_and_syscall_must_match():
-    r15 = AuditRule(syscalls=[62, 200], fields=[("arch", "=", "b64"), ("a1", "=", 15)])
-    r12 = AuditRule(syscalls=[62], fields=[("arch", "=", "b64"), ("a1", "=", 12)])
+    r15 = Rule(syscalls=[62, 200], fields=[("arch", "=", "b64"), ("a1", "=", 15)])
+    r12 = Rule(syscalls=[62], fields=[("arch", "=", "b64"), ("a1", "=", 12)])
     assert rule_matches(r15, fields(SYSCALL))
     assert not rule_matches(r12, fields(SYSCALL))
     assert not rule_matches(r15, fields(SYSCALL.replace("syscall=62", "syscall=49")))
-    b32 = AuditRule(syscalls=[62], fields=[("arch", "=", "b32"), ("a1", "=", 15)])
+    b32 = Rule(syscalls=[62], fields=[("arch", "=", "b32"), ("a1", "=", 15)])
     assert not rule_matches(b32, fields(SYSCALL))
 
 
 def test_operators_and_32_bit_argument_compare():
-    assert rule_matches(AuditRule(syscalls=[62], fields=[("a3", "=", 0x4EBB6AC0)]),
+    assert rule_matches(Rule(syscalls=[62], fields=[("a3", "=", 0x4EBB6AC0)]),
                         fields(SYSCALL))
-    assert rule_matches(AuditRule(syscalls=[62], fields=[("uid", "<", 1000)]), fields(SYSCALL))
-    assert not rule_matches(AuditRule(syscalls=[62], fields=[("uid", ">=", 1000)]),
+    assert rule_matches(Rule(syscalls=[62], fields=[("uid", "<", 1000)]), fields(SYSCALL))
+    assert not rule_matches(Rule(syscalls=[62], fields=[("uid", ">=", 1000)]),
                             fields(SYSCALL))
-    assert rule_matches(AuditRule(syscalls=[62], fields=[("a1", "&", 1)]), fields(SYSCALL))
+    assert rule_matches(Rule(syscalls=[62], fields=[("a1", "&", 1)]), fields(SYSCALL))
 
 
 def test_relay_keeps_own_events_and_own_rule_changes_only():

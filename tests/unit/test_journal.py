@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from audtrace.compat.rules import Rule
 from audtrace.tracer.audit import cleanup, journal
 from audtrace.tracer.audit.journal import Held, Item, Journal
-from audtrace.tracer.audit.netlink import AuditRule
 from audtrace.tracer.ebpf import system
 
 TRACEFS = "/sys/kernel/tracing"
@@ -151,9 +151,9 @@ def test_a_mount_is_joined_only_when_audtrace_made_it(run_dir):
 
 
 def test_a_rule_is_kept_in_its_kernel_form():
-    r = AuditRule(syscalls=[62, 200], fields=[("arch", "=", "b64"), ("a1", "=", 15),
-                                              ("exit", "=", -1), ("key", "=", "k"),
-                                              ("key", "=", "second")])
+    r = Rule(syscalls=[62, 200], fields=[("arch", "=", "b64"), ("a1", "=", 15),
+                                         ("exit", "=", -1), ("key", "=", "k"),
+                                         ("key", "=", "second")])
     j = Journal(rules={str(r): Held(cleanup.rule_what(r))})
     back = Journal.from_json(json.loads(json.dumps(j.to_json())))
     assert cleanup.rule_of(back.rules[str(r)].what) == r

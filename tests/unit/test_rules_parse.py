@@ -15,7 +15,7 @@ import pytest
 from audtrace.compat import rules as R
 from audtrace.compat import tables
 from audtrace.compat.tables import AUDIT_ARCH_X86_64
-from audtrace.tracer.audit.netlink import AuditRule
+from audtrace.tracer.audit.netlink import audit_rule_msg, rule_data, rule_of
 from audtrace.tracer.ebpf import rule_filter as F
 from hypothesis import given
 from hypothesis import strategies as st
@@ -235,7 +235,11 @@ def test_parse_of_listing_is_identity(rule: R.Rule):
     back = R.parse_line(text) if not rule.is_watch() else R.parse_line(text)
     assert back == rule, text
     # and the kernel form lists the same way
-    assert str(AuditRule.from_rule(rule)) == text
+    msg = rule_data(rule)
+    msg.encode()
+    sent = audit_rule_msg(bytes(msg.data))
+    sent.decode()
+    assert str(rule_of(sent)) == text
 
 
 # ---- placement -------------------------------------------------------------------------
@@ -362,11 +366,11 @@ def test_refused_rules_are_reported_by_line_or_stop(tmp_path, capsys):
     refusals = cmd.Refusals(commands, F.plan(rules))
     gone = OSError(errno.ENOENT, "")
     with pytest.raises(AuditError, match=f"^line 1 of {f}: the kernel refused -w /a/ "):
-        refusals(AuditRule.from_rule(rules[0]), gone)
-    assert refusals(AuditRule.from_rule(rules[1]), gone) is True
+        refusals(rules[0], gone)
+    assert refusals(rules[1], gone) is True
     assert capsys.readouterr().err == (
         f"audtrace: line 3 of {f}: the kernel refused -w /b/ -p wa -k b: No such file or "
         "directory (ENOENT); left out (-i)\n")
-    never = AuditRule(syscalls=[62], fields=[("arch", "=", "b64")], action="never")
+    never = R.Rule(syscalls=[62], fields=[("arch", "=", "b64")], action="never")
     assert refusals(never, gone) is False       # not from the file: the error stands
     assert refusals.status(0) == 0

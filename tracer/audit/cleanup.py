@@ -16,27 +16,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from audtrace.compat.rules import Rule
 from audtrace.tracer.audit import journal
 from audtrace.tracer.audit.journal import Item, Journal
 from audtrace.tracer.ebpf import system
 
 if TYPE_CHECKING:
-    from audtrace.tracer.audit.netlink import AuditNetlink, AuditRule
+    from audtrace.tracer.audit.netlink import AuditNetlink
 
 Notice = Callable[[str], None]
 
 
-def rule_what(rule: AuditRule) -> dict[str, Any]:
+def rule_what(rule: Rule) -> dict[str, Any]:
     """A rule's kernel form, as the journal keeps it."""
     return {"list": rule.list, "action": rule.action, "syscalls": list(rule.syscalls),
             "fields": [list(f) for f in rule.fields]}
 
 
-def rule_of(what: dict[str, Any]) -> AuditRule:
-    from audtrace.tracer.audit.netlink import AuditRule
-
-    return AuditRule(list=what["list"], action=what["action"], syscalls=list(what["syscalls"]),
-                     fields=[tuple(f) for f in what["fields"]])
+def rule_of(what: dict[str, Any]) -> Rule:
+    return Rule(list=what["list"], action=what["action"], syscalls=tuple(what["syscalls"]),
+                fields=tuple(tuple(f) for f in what["fields"]))
 
 
 @dataclass
@@ -63,7 +62,7 @@ class _Kernel:
             self._ctl = self.stack.enter_context(AuditNetlink())
         return self._ctl
 
-    def rules(self) -> list[AuditRule]:
+    def rules(self) -> list[Rule]:
         if self._rules is None:
             self._rules = self.ctl().list_rules()
         return self._rules

@@ -66,7 +66,7 @@ def start_time(pid: int) -> int | None:
 @dataclass
 class Held:
     """One thing audtrace put in the kernel, and the holders that still use it."""
-    what: dict[str, Any]    # a rule: AuditRule's list, action, syscalls, fields; a mount: fstype
+    what: dict[str, Any]    # a rule: Rule's list, action, syscalls, fields; a mount: fstype
     holders: list[str] = field(default_factory=list)
 
 

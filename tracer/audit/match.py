@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 
 from audtrace.compat.record import Event, dec_str
-from audtrace.tracer.audit.netlink import AuditRule
+from audtrace.compat.rules import Rule
 
 _NUMERIC = {"pid", "ppid", "uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid",
             "auid", "ses", "exit"}
@@ -53,7 +53,7 @@ def _compare(have: int, op: str, want: int) -> bool:
     return True
 
 
-def rule_matches(rule: AuditRule, fields: dict[str, str]) -> bool:
+def rule_matches(rule: Rule, fields: dict[str, str]) -> bool:
     """Would the kernel's exit filter match this SYSCALL record with this rule?
     Fields the record cannot answer (exe, path, ...) are taken as matching."""
     nr = _value("syscall", fields.get("syscall"))
@@ -74,7 +74,7 @@ def rule_matches(rule: AuditRule, fields: dict[str, str]) -> bool:
     return True
 
 
-def relay_filter(rules: list[AuditRule], request: Callable[[Event], bool] | None = None,
+def relay_filter(rules: list[Rule], request: Callable[[Event], bool] | None = None,
                  types: tuple[str, ...] = ()) -> Callable[[Event], bool]:
     """The events of the multicast group this run relays: those its rules match (and that
     pass the subcommand's own filters, e.g. --pid or --target-comm), its rule changes, and

@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import select
 import socket
 import struct
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
-from audtrace.compat import rules, tables
+from audtrace.compat import rules
 from pyroute2.netlink import NETLINK_AUDIT, NLM_F_ACK, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, nlmsg
 
 # --- message types (uapi linux/audit.h) ---------------------------------------------------
@@ -43,35 +41,17 @@ AUDIT_NLGRP_READLOG = 1  # enum audit_nlgrps: the multicast group of every recor
 AUDIT_STATUS_ENABLED = 0x0001
 
 AUDIT_BITMASK_SIZE = 64
-AUDIT_MAX_FIELDS = 64
-AUDIT_MAX_KEY_LEN = 256
-AUDIT_KEY_SEPARATOR = "\x01"  # several keys of one rule share one key field
-
-# filter lists, actions, operators and fields: the names auditctl gives the kernel's numbers
-# (compat/rules.py holds them, with the rule language)
-FILTERS = rules.LISTS
-_FILTER_NAMES = {v: k for k, v in FILTERS.items()}
+AUDIT_MAX_FIELDS = rules.MAX_FIELDS
 AUDIT_FILTER_MASK = 0x07  # libaudit: the list number inside rule flags
-ACTIONS = rules.ACTIONS
-_ACTION_NAMES = {v: k for k, v in ACTIONS.items()}
+AUDIT_OPERATORS = 0x78000000  # the operator bits of fieldflags
 
-# operators (fieldflags)
-AUDIT_OPERATORS = 0x78000000
-OPERATORS = rules.OPERATORS
-_OPERATOR_SYMBOLS = {v: k for k, v in OPERATORS.items()}
-
-FIELDS = rules.FIELDS
-_FIELD_ALIASES = rules.ALIASES
-_FIELD_NAMES = {v: k for k, v in FIELDS.items()}
+# the kernel's numbers of the rule model's names (compat/rules.py), both ways
+_LIST_NAMES = {v: k for k, v in rules.LISTS.items()}
+_ACTION_NAMES = {v: k for k, v in rules.ACTIONS.items()}
+_OPERATOR_SYMBOLS = {v: k for k, v in rules.OPERATORS.items()}
 # fields whose value is a string in the rule's buf (the kernel's audit_data_to_entry)
-STRING_FIELDS = frozenset(FIELDS[name] for name in rules.STRING_FIELDS)
-_UNSET_FIELDS = frozenset(["uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid",
-                           "auid", "sessionid", "obj_uid", "obj_gid"])
-_PERM_BITS = rules.PERM_BITS
+_STRING_FIELDS = frozenset(rules.FIELDS[name] for name in rules.STRING_FIELDS)
 
-AUDIT_ARCH_ARM = rules.AUDIT_ARCH_ARM
-# what "-F arch=b64" / "b32" mean on each machine (libaudit's audit_determine_machine)
-_ARCH_BITS = rules.ARCH_PAIRS
 
 class AuditError(OSError):
     """A request the kernel refused: `errno` is the kernel's error, str() one line."""
@@ -154,184 +134,56 @@ def _messages(data: bytes) -> Iterator[tuple[int, int, int, int]]:
 
 
 # --- rules ---------------------------------------------------------------------------------
-def machine_arches() -> tuple[int, int]:
-    """(b64, b32) AUDIT_ARCH constants of the running machine."""
-    native = tables.host_arch()
-    try:
-        return _ARCH_BITS[native]
-    except KeyError:
-        raise ValueError(f"no 64/32-bit audit arch pair for 0x{native:x}") from None
+def rule_data(rule: rules.Rule) -> audit_rule_msg:
+    """struct audit_rule_data of a rule, as auditctl sends it."""
+    msg = audit_rule_msg()
+    mask = [0] * AUDIT_BITMASK_SIZE
+    if rule.takes_syscalls() and not rule.syscalls:
+        mask = [0xFFFFFFFF] * AUDIT_BITMASK_SIZE  # what auditctl sends for "-S all"
+    for nr in rule.syscalls:
+        mask[nr // 32] |= 1 << (nr % 32)
+    nums, values, flags = [0] * AUDIT_MAX_FIELDS, [0] * AUDIT_MAX_FIELDS, [0] * AUDIT_MAX_FIELDS
+    buf = b""
+    for i, (name, op, value) in enumerate(rule.fields):
+        nums[i] = rules.field_number(name)
+        flags[i] = rules.OPERATORS[op]
+        if nums[i] in _STRING_FIELDS:
+            raw = str(value).encode()
+            values[i] = len(raw)  # the value of a string field is its length in buf
+            buf += raw
+        else:
+            values[i] = int(value) & 0xFFFFFFFF
+    msg["flags"] = rules.LISTS[rule.list]
+    msg["action"] = rules.ACTIONS[rule.action]
+    msg["field_count"] = len(rule.fields)
+    msg["mask"], msg["fields"], msg["values"], msg["fieldflags"] = mask, nums, values, flags
+    msg["buflen"] = len(buf)
+    msg["buf"] = buf
+    return msg
 
 
-def rule_syscalls(arch: str, names) -> list[int]:
-    """The numbers of syscalls `names` under a rule's `-F arch=b64|b32`, leaving out those
-    that arch lacks."""
-    b64, b32 = machine_arches()
-    const = {"b64": b64, "b32": b32}[arch]
-    return [n for n in (tables.syscall_number(const, name) for name in names) if n is not None]
-
-
-def _arch_value(value: int | str) -> int:
-    if isinstance(value, int):
-        return value & 0xFFFFFFFF
-    b64, b32 = machine_arches()
-    named = {"b64": b64, "b32": b32}
-    if value.lower() in named:
-        return named[value.lower()]
-    return int(value, 0)
-
-
-def _field_number(name: str) -> int:
-    name = _FIELD_ALIASES.get(name, name)
-    if name in FIELDS:
-        return FIELDS[name]
-    if re.fullmatch(r"f\d+", name):  # how auditctl lists a field it has no name for
-        return int(name[1:])
-    raise ValueError(f"unknown audit rule field {name!r}")
-
-
-def _field_name(number: int) -> str:
-    return _FIELD_NAMES.get(number, f"f{number}")
-
-
-def _normalize(name: str, op: str, value: int | str) -> tuple[str, str, int | str]:
-    """One field in the form the kernel gives back, so equal rules compare equal."""
-    num = _field_number(name)
-    name = _field_name(num)
-    if op not in OPERATORS:
-        raise ValueError(f"unknown operator {op!r} in field {name}")
-    if num in STRING_FIELDS:
-        if not isinstance(value, str):
-            raise ValueError(f"field {name} takes a string, not {value!r}")
-        if num == FIELDS["key"] and len(value.encode()) > AUDIT_MAX_KEY_LEN:
-            raise ValueError(f"key longer than {AUDIT_MAX_KEY_LEN} bytes")
-        return name, op, value
-    if name == "arch":
-        return name, op, _arch_value(value)
-    if name == "perm" and isinstance(value, str):
-        bits = 0
-        for ch in value:
-            bits |= dict(_PERM_BITS)[ch]
-        return name, op, bits
-    if isinstance(value, str):
-        value = 0xFFFFFFFF if value == "unset" and name in _UNSET_FIELDS else int(value, 0)
-    if name == "exit":  # the only field the kernel compares signed against a negative errno
-        return name, op, struct.unpack("i", struct.pack("I", value & 0xFFFFFFFF))[0]
-    return name, op, value & 0xFFFFFFFF
-
-
-def _merge_keys(fields: list[tuple[str, str, int | str]]) -> list[tuple[str, str, int | str]]:
-    """The kernel takes one key field per rule: several keys share it, joined by \\x01."""
-    keys = [str(v) for n, _o, v in fields if n == "key"]
-    if len(keys) < 2:
-        return fields
-    first = next(i for i, f in enumerate(fields) if f[0] == "key")
-    rest = [f for f in fields if f[0] != "key"]
-    return rest[:first] + [("key", "=", AUDIT_KEY_SEPARATOR.join(keys))] + rest[first:]
-
-
-@dataclass
-class AuditRule:
-    """One audit rule as auditctl knows it: `-a ACTION,LIST -S ... -F NAME OP VALUE ...`.
-
-    `syscalls` are numbers for the rule's arch; empty on the exit list means all syscalls.
-    `fields` are (name, operator, value) in rule order; values are normalized on creation
-    (arch "b64" -> its AUDIT_ARCH number, "unset" -> 4294967295, perm "wa" -> bits) so a
-    rule compares equal to the same rule read back from the kernel.
-    """
-
-    list: str = "exit"
-    action: str = "always"
-    syscalls: list[int] = field(default_factory=lambda: [])
-    fields: list[tuple[str, str, int | str]] = field(default_factory=lambda: [])
-
-    def __post_init__(self) -> None:
-        if self.list not in FILTERS:
-            raise ValueError(f"unknown audit filter list {self.list!r}")
-        if self.action not in ACTIONS:
-            raise ValueError(f"unknown audit rule action {self.action!r}")
-        if len(self.fields) > AUDIT_MAX_FIELDS:
-            raise ValueError(f"more than {AUDIT_MAX_FIELDS} fields")
-        if any(not 0 <= nr < AUDIT_BITMASK_SIZE * 32 for nr in self.syscalls):
-            raise ValueError(f"syscall number out of range in {self.syscalls}")
-        self.syscalls = sorted(set(self.syscalls))
-        self.fields = _merge_keys([_normalize(*f) for f in self.fields])
-
-    @property
-    def arch(self) -> int | None:
-        for name, _op, value in self.fields:
-            if name == "arch":
-                return int(value)
-        return None
-
-    def key(self) -> str | None:
-        keys = [str(v) for n, _o, v in self.fields if n == "key"]
-        return AUDIT_KEY_SEPARATOR.join(keys) if keys else None
-
-    def _takes_syscalls(self) -> bool:
-        return self.list in ("exit", "io_uring")
-
-    def to_rule_data(self) -> audit_rule_msg:
-        msg = audit_rule_msg()
-        mask = [0] * AUDIT_BITMASK_SIZE
-        if self._takes_syscalls() and not self.syscalls:
-            mask = [0xFFFFFFFF] * AUDIT_BITMASK_SIZE  # what auditctl sends for "-S all"
-        for nr in self.syscalls:
-            mask[nr // 32] |= 1 << (nr % 32)
-        nums, values, flags = [0] * AUDIT_MAX_FIELDS, [0] * AUDIT_MAX_FIELDS, [0] * AUDIT_MAX_FIELDS
-        buf = b""
-        for i, (name, op, value) in enumerate(self.fields):
-            nums[i] = _field_number(name)
-            flags[i] = OPERATORS[op]
-            if nums[i] in STRING_FIELDS:
-                raw = str(value).encode()
-                values[i] = len(raw)  # the value of a string field is its length in buf
-                buf += raw
-            else:
-                values[i] = int(value) & 0xFFFFFFFF
-        msg["flags"] = FILTERS[self.list]
-        msg["action"] = ACTIONS[self.action]
-        msg["field_count"] = len(self.fields)
-        msg["mask"], msg["fields"], msg["values"], msg["fieldflags"] = mask, nums, values, flags
-        msg["buflen"] = len(buf)
-        msg["buf"] = buf
-        return msg
-
-    @classmethod
-    def from_rule_data(cls, msg: audit_rule_msg) -> AuditRule:
-        listnr = msg["flags"] & AUDIT_FILTER_MASK
-        if listnr not in _FILTER_NAMES or msg["action"] not in _ACTION_NAMES:
-            raise ValueError(f"unsupported rule list {listnr} / action {msg['action']}")
-        mask = msg["mask"]
-        syscalls: list[int] = []
-        if not all(w == 0xFFFFFFFF for w in mask[:AUDIT_BITMASK_SIZE - 1]):
-            syscalls = [nr for nr in range(AUDIT_BITMASK_SIZE * 32)
-                        if mask[nr // 32] & (1 << (nr % 32))]
-        fields: list[tuple[str, str, int | str]] = []
-        buf, boff = msg["buf"], 0
-        for i in range(msg["field_count"]):
-            num = msg["fields"][i] & ~AUDIT_OPERATORS
-            op = _OPERATOR_SYMBOLS.get(msg["fieldflags"][i] & AUDIT_OPERATORS, "=")
-            value: int | str = msg["values"][i]
-            if num in STRING_FIELDS:
-                value = buf[boff:boff + int(value)].decode(errors="surrogateescape")
-                boff += msg["values"][i]
-            fields.append((_field_name(num), op, value))
-        return cls(list=_FILTER_NAMES[listnr], action=_ACTION_NAMES[msg["action"]],
-                   syscalls=syscalls, fields=fields)
-
-    def __str__(self) -> str:
-        """The rule as `auditctl -l` prints it (audit-userspace src/auditctl-listing.c)."""
-        return rules.format_rule(self.list, self.action, self.syscalls, self.fields)
-
-    @classmethod
-    def from_rule(cls, rule: rules.Rule) -> AuditRule:
-        """The kernel form of a parsed auditctl rule (compat/rules.py)."""
-        return cls(list=rule.list, action=rule.action, syscalls=list(rule.syscalls),
-                   fields=list(rule.fields))
-
-    def to_rule(self) -> rules.Rule:
-        return rules.Rule(self.list, self.action, tuple(self.syscalls), tuple(self.fields))
+def rule_of(msg: audit_rule_msg) -> rules.Rule:
+    """The rule a struct audit_rule_data (the kernel's AUDIT_LIST_RULES reply) holds."""
+    listnr = msg["flags"] & AUDIT_FILTER_MASK
+    if listnr not in _LIST_NAMES or msg["action"] not in _ACTION_NAMES:
+        raise ValueError(f"unsupported rule list {listnr} / action {msg['action']}")
+    mask = msg["mask"]
+    syscalls: list[int] = []
+    if not all(w == 0xFFFFFFFF for w in mask[:AUDIT_BITMASK_SIZE - 1]):
+        syscalls = [nr for nr in range(AUDIT_BITMASK_SIZE * 32)
+                    if mask[nr // 32] & (1 << (nr % 32))]
+    fields: list[tuple[str, str, int | str]] = []
+    buf, boff = msg["buf"], 0
+    for i in range(msg["field_count"]):
+        num = msg["fields"][i] & ~AUDIT_OPERATORS
+        op = _OPERATOR_SYMBOLS.get(msg["fieldflags"][i] & AUDIT_OPERATORS, "=")
+        value: int | str = msg["values"][i]
+        if num in _STRING_FIELDS:
+            value = buf[boff:boff + int(value)].decode(errors="surrogateescape")
+            boff += msg["values"][i]
+        fields.append((rules.field_name(num), op, value))
+    return rules.Rule(list=_LIST_NAMES[listnr], action=_ACTION_NAMES[msg["action"]],
+                      syscalls=tuple(syscalls), fields=tuple(fields))
 
 
 # --- control socket ------------------------------------------------------------------------
@@ -388,20 +240,20 @@ class AuditNetlink:
         msg["enabled"] = enabled
         self._request(AUDIT_SET, msg, f"set audit enabled={enabled}")
 
-    def add_rule(self, rule: AuditRule) -> None:
-        self._request(AUDIT_ADD_RULE, rule.to_rule_data(), f"add rule '{rule}'")
+    def add_rule(self, rule: rules.Rule) -> None:
+        self._request(AUDIT_ADD_RULE, rule_data(rule), f"add rule '{rule}'")
 
-    def del_rule(self, rule: AuditRule) -> None:
-        self._request(AUDIT_DEL_RULE, rule.to_rule_data(), f"delete rule '{rule}'")
+    def del_rule(self, rule: rules.Rule) -> None:
+        self._request(AUDIT_DEL_RULE, rule_data(rule), f"delete rule '{rule}'")
 
-    def list_rules(self) -> list[AuditRule]:
-        rules = []
+    def list_rules(self) -> list[rules.Rule]:
+        out = []
         for data, off in self._request(AUDIT_LIST_RULES, audit_rule_msg(), "list rules",
                                        want=AUDIT_LIST_RULES, until_done=True):
             msg = audit_rule_msg(data, offset=off)
             msg.decode()
-            rules.append(AuditRule.from_rule_data(msg))
-        return rules
+            out.append(rule_of(msg))
+        return out
 
     # ---- transport
     def _request(self, msg_type: int, msg: nlmsg, what: str, want: int | None = None,

@@ -23,13 +23,13 @@ from contextlib import contextmanager, suppress
 from typing import NamedTuple
 
 from audtrace.compat import record
+from audtrace.compat.rules import Rule
 from audtrace.tracer.audit import cleanup, journal
 from audtrace.tracer.audit.netlink import (
     AUDIT_EOE,
     AuditError,
     AuditNetlink,
     AuditReader,
-    AuditRule,
 )
 
 # ausearch/auparse's own rule for "this record is a whole event" (auparse.c au_check_events):
@@ -112,10 +112,10 @@ class AuditSource:
     handlers or atexit).
     """
 
-    def __init__(self, rules: list[AuditRule], on_notice: Callable[[str], None],
+    def __init__(self, rules: list[Rule], on_notice: Callable[[str], None],
                  *, eoe_timeout: float = EOE_TIMEOUT, handle_signals: bool = True,
                  rcvbuf: int = 32 << 20,
-                 on_refused: Callable[[AuditRule, AuditError], bool] | None = None) -> None:
+                 on_refused: Callable[[Rule, AuditError], bool] | None = None) -> None:
         self.rules = list(rules)
         self.on_refused = on_refused     # a rule the kernel refused: True to load the rest
         self.on_notice = on_notice
@@ -125,7 +125,7 @@ class AuditSource:
         self.malformed = 0               # records without a parsable audit(...) stamp
         self._reader: AuditReader | None = None
         self._ctl: AuditNetlink | None = None
-        self._added: list[AuditRule] = []      # rules in the kernel because of us
+        self._added: list[Rule] = []      # rules in the kernel because of us
         self._restore_enabled: int | None = None
         self._lost_start = 0
         self._lost_final: int | None = None
@@ -204,7 +204,7 @@ class AuditSource:
                     self._restore_enabled = None
             raise
 
-    def _add(self, rule: AuditRule, existing: list[AuditRule], j: journal.Journal,
+    def _add(self, rule: Rule, existing: list[Rule], j: journal.Journal,
              write: Callable[[], None]) -> None:
         assert self._ctl is not None
         held = j.rules.get(str(rule))

@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 import click
 from audtrace.compat.ints import s32
 from audtrace.compat.record import Event, Record, enc_int, enc_str
+from audtrace.compat.rules import Rule, rule_syscalls
 from audtrace.tracer import options
 from audtrace.tracer import records as audit_records
 from audtrace.tracer.audit.match import all_of, process_filter
-from audtrace.tracer.audit.netlink import AuditRule
 from audtrace.tracer.bind.conflict import Mechanism
 from audtrace.tracer.bind.holders import (
     TCP_STATES,
@@ -258,16 +258,12 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> list[Event]:
     return [Event(sec, nsec // 1_000_000, serial, records, "ebpf"), *extra]
 
 
-def audit_rules(req: BindRequest, keys: list[str], arch: str = "b64") -> list[AuditRule]:
+def audit_rules(req: BindRequest, keys: list[str], arch: str = "b64") -> list[Rule]:
     """`-a always,exit -F arch=b64 -S bind [-F saddr_fam=N] [-F success=0] [-F pid=P]
     -F key=K`. Ports, addresses and comm have no audit rule field: kernel audit reports
     every bind the other fields allow, and compare says so."""
-    from audtrace.compat import tables
-    from audtrace.tracer.audit.netlink import machine_arches
-
-    b64, b32 = machine_arches()
-    nr = tables.syscall_number({"b64": b64, "b32": b32}[arch], "bind")
-    if nr is None:
+    nrs = rule_syscalls(arch, ["bind"])
+    if not nrs:
         return []
     # not audtrace's own binds (the netlink sockets of its lookups), as in bpf/bind.c
     base: list[tuple[str, str, int | str]] = [("arch", "=", arch), ("pid", "!=", os.getpid())]
@@ -277,7 +273,7 @@ def audit_rules(req: BindRequest, keys: list[str], arch: str = "b64") -> list[Au
         base.append(("success", "=", 0))
     tail = [("key", "=", k) for k in keys]
     pids = req.pids or [None]
-    return [AuditRule(syscalls=[nr], fields=[*base, *([("pid", "=", p)] if p else []), *tail])
+    return [Rule(syscalls=nrs, fields=[*base, *([("pid", "=", p)] if p else []), *tail])
             for p in pids]
 
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 
 import click
 from audtrace.compat.record import Event, Record, enc_int, enc_str
+from audtrace.compat.rules import Rule, rule_syscalls
 from audtrace.tracer import options
 from audtrace.tracer import records as audit_records
-from audtrace.tracer.audit.netlink import AuditRule, rule_syscalls
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 
@@ -107,16 +107,16 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
     return audit_records.event_of(ev, records, serial)
 
 
-def audit_rules(keys: list[str], arch: str = "b64") -> list[AuditRule]:
+def audit_rules(keys: list[str], arch: str = "b64") -> list[Rule]:
     """The classic time-change watch: `-S clock_settime -S settimeofday -S adjtimex
     -S clock_adjtime` plus `-S ioctl -F a1=0x4024700a`. Audit cannot tell an adjtimex read
     from a change (the modes are in memory): its side reports both."""
     nrs = rule_syscalls(arch, SYSCALLS[:-1])
     tail = [("key", "=", k) for k in keys]
-    rules = [AuditRule(syscalls=nrs, fields=[("arch", "=", arch), *tail])]
+    rules = [Rule(syscalls=nrs, fields=[("arch", "=", arch), *tail])]
     ioctl = rule_syscalls(arch, ["ioctl"])
     if ioctl:
-        rules.append(AuditRule(syscalls=ioctl,
+        rules.append(Rule(syscalls=ioctl,
                                fields=[("arch", "=", arch), ("a1", "=", RTC_SET_TIME), *tail]))
     return rules
 

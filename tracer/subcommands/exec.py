@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 
 import click
 from audtrace.compat.record import Event, enc_str
+from audtrace.compat.rules import Rule, rule_syscalls
 from audtrace.tracer import options
 from audtrace.tracer import records as audit_records
 from audtrace.tracer.audit.match import each, process_filter
-from audtrace.tracer.audit.netlink import AuditRule, rule_syscalls
 from audtrace.tracer.ebpf.events import Decoder, FileInfo, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 
@@ -98,7 +98,7 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
     return audit_records.event_of(ev, records, serial)
 
 
-def audit_rules(req: ExecRequest, keys: list[str], arch: str = "b64") -> list[AuditRule]:
+def audit_rules(req: ExecRequest, keys: list[str], arch: str = "b64") -> list[Rule]:
     """`-a always,exit -F arch=b64 -S execve -S execveat [-C uid!=euid -F euid=0] [-F pid=P]
     [-F uid=U] -k KEY`: one rule per pid and uid asked (kernel audit ORs rules)."""
     nrs = rule_syscalls(arch, SYSCALLS)
@@ -106,7 +106,7 @@ def audit_rules(req: ExecRequest, keys: list[str], arch: str = "b64") -> list[Au
     if req.privileged:
         base += [("field_compare", "!=", AUDIT_COMPARE_UID_TO_EUID), ("euid", "=", 0)]
     tail: list[tuple[str, str, int | str]] = [("key", "=", k) for k in keys]
-    return [AuditRule(syscalls=nrs, fields=f)
+    return [Rule(syscalls=nrs, fields=f)
             for f in each(base, tail, pid=req.pids, uid=req.uids)]
 
 

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 
 import click
 from audtrace.compat.record import Event, Record, dec_str, enc_int, enc_str
+from audtrace.compat.rules import Rule, rule_syscalls
 from audtrace.tracer import options
 from audtrace.tracer import records as audit_records
 from audtrace.tracer.audit.match import all_of, each, process_filter
-from audtrace.tracer.audit.netlink import AuditRule, rule_syscalls
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 
@@ -107,7 +107,7 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
     return audit_records.event_of(ev, records, serial)
 
 
-def audit_rules(req: ExitRequest, keys: list[str], arch: str = "b64") -> list[AuditRule]:
+def audit_rules(req: ExitRequest, keys: list[str], arch: str = "b64") -> list[Rule]:
     """`-a always,exit -F arch=b64 -S exit -S exit_group [-F a0=N] [-F exe=PATH] [-F pid=P]
     -k KEY`, one rule per pid asked (kernel audit ORs rules). Audit has no rule for deaths
     by signal (its ANOM_ABEND covers core dumps only)."""
@@ -118,7 +118,7 @@ def audit_rules(req: ExitRequest, keys: list[str], arch: str = "b64") -> list[Au
     if req.exe is not None:
         base.append(("exe", "=", req.exe))
     tail: list[tuple[str, str, int | str]] = [("key", "=", k) for k in keys]
-    return [AuditRule(syscalls=nrs, fields=f) for f in each(base, tail, pid=req.pids)]
+    return [Rule(syscalls=nrs, fields=f) for f in each(base, tail, pid=req.pids)]
 
 
 def audit_filter(req: ExitRequest):

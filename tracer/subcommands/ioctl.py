@@ -14,12 +14,12 @@ import os
 from dataclasses import dataclass, field
 
 import click
-from audtrace.compat import ioctls, tables
+from audtrace.compat import ioctls
 from audtrace.compat.record import Event
+from audtrace.compat.rules import Rule, rule_syscalls
 from audtrace.tracer import options
 from audtrace.tracer import records as audit_records
 from audtrace.tracer.audit.match import each, process_filter
-from audtrace.tracer.audit.netlink import AuditRule, machine_arches
 from audtrace.tracer.ebpf.events import Decoder, FileInfo, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.subcommands.exit import kernel_dev
@@ -67,15 +67,14 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
     return audit_records.event_of(ev, records, serial)
 
 
-def audit_rules(req: IoctlRequest, keys: list[str], arch: str = "b64") -> list[AuditRule]:
+def audit_rules(req: IoctlRequest, keys: list[str], arch: str = "b64") -> list[Rule]:
     """`-a always,exit -F arch=b64 -S ioctl [-F a1=REQ] -k KEY`, one rule per request."""
-    b64, b32 = machine_arches()
-    nr = tables.syscall_number({"b64": b64, "b32": b32}[arch], "ioctl")
-    if nr is None:
+    nrs = rule_syscalls(arch, ["ioctl"])
+    if not nrs:
         return []
     base: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
     tail: list[tuple[str, str, int | str]] = [("key", "=", k) for k in keys]
-    return [AuditRule(syscalls=[nr], fields=f)
+    return [Rule(syscalls=nrs, fields=f)
             for f in each(base, tail, a1=req.requests, pid=req.pids)]
 
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import click
 from audtrace.compat.record import Event, dec_str
+from audtrace.compat.rules import Rule, rule_syscalls
 from audtrace.compat.signals import parse_signals
 from audtrace.tracer import options
 from audtrace.tracer import records as audit_records
-from audtrace.tracer.audit.netlink import AuditRule, rule_syscalls
 from audtrace.tracer.ebpf.events import Decoder, KernelSignal, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 
@@ -72,7 +72,7 @@ def decode(d: Decoder, buf: bytes) -> SyscallEvent | KernelSignal:
     return ev
 
 
-def audit_rules(signals: list[int], keys: list[str], arch: str = "b64") -> list[AuditRule]:
+def audit_rules(signals: list[int], keys: list[str], arch: str = "b64") -> list[Rule]:
     """The same request as kernel audit rules: one per (argument, signal), as auditctl would
     write `-a always,exit -F arch=b64 -S kill -S tkill ... -F a1=15 -F key=KEY`.
     No signals: one rule for all six syscalls, every signal."""
@@ -83,8 +83,8 @@ def audit_rules(signals: list[int], keys: list[str], arch: str = "b64") -> list[
             by_arg.setdefault(f"a{arg}", []).append(nr)
     if not signals:
         every = [nr for nrs in by_arg.values() for nr in nrs]
-        return [AuditRule(syscalls=every, fields=[("arch", "=", arch), *tail])]
-    return [AuditRule(syscalls=nrs, fields=[("arch", "=", arch), (arg, "=", sig), *tail])
+        return [Rule(syscalls=every, fields=[("arch", "=", arch), *tail])]
+    return [Rule(syscalls=nrs, fields=[("arch", "=", arch), (arg, "=", sig), *tail])
             for arg, nrs in by_arg.items() for sig in signals]
 
 

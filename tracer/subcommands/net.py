@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 
 import click
 from audtrace.compat.record import Event
+from audtrace.compat.rules import Rule, rule_syscalls
 from audtrace.tracer import options
 from audtrace.tracer import records as audit_records
 from audtrace.tracer.audit.match import all_of, each, process_filter
-from audtrace.tracer.audit.netlink import AuditRule, rule_syscalls
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.subcommands.bind import addr_key, address_filter
@@ -67,7 +67,7 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
     return audit_records.event_of(ev, records, serial)
 
 
-def audit_rules(req: NetRequest, keys: list[str], arch: str = "b64") -> list[AuditRule]:
+def audit_rules(req: NetRequest, keys: list[str], arch: str = "b64") -> list[Rule]:
     """`-a always,exit -F arch=b64 -S connect -S accept -S accept4 [-F pid=P] -k KEY`."""
     nrs = rule_syscalls(arch, SYSCALLS)
     fields: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
@@ -75,7 +75,7 @@ def audit_rules(req: NetRequest, keys: list[str], arch: str = "b64") -> list[Aud
     if len(fams) == 1:
         fields.append(("saddr_fam", "=", 2 if fams == {4} else 10))
     tail: list[tuple[str, str, int | str]] = [("key", "=", k) for k in keys]
-    return [AuditRule(syscalls=nrs, fields=f) for f in each(fields, tail, pid=req.pids)]
+    return [Rule(syscalls=nrs, fields=f) for f in each(fields, tail, pid=req.pids)]
 
 
 def audit_filter(req: NetRequest):

@@ -26,7 +26,7 @@ from audtrace.compat import tables
 from audtrace.compat.record import Event
 from audtrace.tracer import options
 from audtrace.tracer import records as audit_records
-from audtrace.tracer.audit.netlink import AuditError, AuditRule
+from audtrace.tracer.audit.netlink import AuditError
 from audtrace.tracer.ebpf import rule_filter, system
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
@@ -175,20 +175,20 @@ class Refusals:
     def __init__(self, commands: list[R.Command], plan: rule_filter.Plan) -> None:
         self.how = _how(commands)
         self.skipped = sum(isinstance(c, R.Control) and c.op == "skipped" for c in commands)
-        self.refused: list[AuditRule] = []
+        self.refused: list[R.Rule] = []
         adds = [c for c in commands
                 if isinstance(c, R.RuleCommand) and c.op in ("add", "prepend")]
         # the kernel form of each rule (and of its 32-bit part) -> the command that gave it
-        self._origin: list[tuple[AuditRule, R.RuleCommand]] = []
+        self._origin: list[tuple[R.Rule, R.RuleCommand]] = []
         for cmd in adds:
-            self._origin.append((AuditRule.from_rule(cmd.rule), cmd))
+            self._origin.append((cmd.rule, cmd))
         for pl in plan.placed:
             if pl.companion is not None:
                 cmd = next((c for c in reversed(adds) if c.rule == pl.rule), None)
                 if cmd is not None:
-                    self._origin.append((AuditRule.from_rule(pl.companion), cmd))
+                    self._origin.append((pl.companion, cmd))
 
-    def __call__(self, rule: AuditRule, err: OSError) -> bool:
+    def __call__(self, rule: R.Rule, err: OSError) -> bool:
         cmd = next((c for r, c in reversed(self._origin) if r == rule), None)
         if cmd is None:         # a `never` copy audtrace made: the original error stands
             return False
@@ -215,10 +215,8 @@ def subcommand(plan: rule_filter.Plan, source: str, rules: list[R.Rule],
                refusals: Refusals | None = None):
     from audtrace.tracer.session import Subcommand
 
-    if source == "both":   # the kernel runs every rule as auditctl would load it: compare
-        kernel = [AuditRule.from_rule(r) for r in rules]
-    else:
-        kernel = [AuditRule.from_rule(r) for r in plan.audit]
+    # both: the kernel runs every rule as auditctl would load it, to compare
+    kernel = list(rules) if source == "both" else list(plan.audit)
     return Subcommand(name="rules", program=spec_for(plan), decode=decoder,
                       to_audit=records_for(plan), audit_rules=kernel, audit_always=True,
                       audit_refused=refusals,

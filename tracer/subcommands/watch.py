@@ -17,8 +17,8 @@ import os
 from dataclasses import dataclass
 
 import click
+from audtrace.compat.rules import Rule
 from audtrace.tracer import options
-from audtrace.tracer.audit.netlink import AuditRule
 from audtrace.tracer.ebpf.probes import ProgramSpec
 
 WHY_NOT_EBPF = ("eBPF cannot watch exactly here: syscall tracepoints see path strings before "
@@ -32,13 +32,13 @@ class WatchRequest:
     perms: str = "rwxa"
 
 
-def audit_rules(req: WatchRequest, keys: list[str]) -> list[AuditRule]:
+def audit_rules(req: WatchRequest, keys: list[str]) -> list[Rule]:
     """`-w PATH -p PERM -k KEY`, as auditctl sends it: an exit rule on every syscall with
     the path and perm fields."""
     fields: list[tuple[str, str, int | str]] = [("path", "=", req.path),
                                                ("perm", "=", req.perms)]
     fields += [("key", "=", k) for k in keys]
-    return [AuditRule(syscalls=[], fields=fields)]
+    return [Rule(syscalls=[], fields=fields)]
 
 
 def subcommand(req: WatchRequest, keys: list[str]):
