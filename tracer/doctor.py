@@ -14,6 +14,7 @@ from pathlib import Path
 
 import orjson
 from audtrace.tracer.ebpf import system
+from audtrace.tracer.ebpf.btf import VMLINUX
 
 
 @dataclass
@@ -103,8 +104,8 @@ def auditd_running() -> tuple[bool, str]:
 
 def checks() -> list[Check]:
     out = []
-    btf = system.BTF_VMLINUX.is_file()
-    out.append(Check("BTF", btf, str(system.BTF_VMLINUX) if btf else "no /sys/kernel/btf/vmlinux"))
+    btf = VMLINUX.is_file()
+    out.append(Check("BTF", btf, str(VMLINUX) if btf else "no /sys/kernel/btf/vmlinux"))
     root = system.tracefs_root()
     out.append(Check("tracefs", root is not None,
                      str(root) if root else "not mounted: audtrace mounts it while it runs"))

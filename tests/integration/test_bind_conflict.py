@@ -19,7 +19,7 @@ import pytest
 from audtrace.tracer.bind import conflict as bind_conflict
 from audtrace.tracer.ebpf import layout as kernel_layout
 from audtrace.tracer.ebpf import probes, system
-from audtrace.tracer.ebpf.btf import BTF
+from audtrace.tracer.ebpf.btf import BTF, VMLINUX
 from helpers import wait_for
 
 ACTOR = Path(__file__).with_name("bind_actor.py")
@@ -31,7 +31,7 @@ def test_conflict_probes_pass_this_kernels_verifier():
     from audtrace.tracer.subcommands.bind import BindRequest, program
     from bcc import BPF
 
-    btf = BTF.load(system.BTF_VMLINUX)
+    btf = BTF.load(VMLINUX)
     present = set(bind_conflict.FUNCTIONS)  # as if the kernel had all three
     mech = bind_conflict.Mechanism("kprobe", "test", bind_conflict.probe_defines(btf, present))
     spec = program(BindRequest(), mech)
@@ -55,7 +55,7 @@ def test_conflict_probes_pass_this_kernels_verifier():
 
 def test_probe_arguments_come_from_btf():
     """The argument of each probe is found by name in the function's BTF prototype."""
-    btf = BTF.load(system.BTF_VMLINUX)
+    btf = BTF.load(VMLINUX)
     d = bind_conflict.probe_defines(btf, set(bind_conflict.FUNCTIONS))
     params = btf.func_params("inet_csk_bind_conflict")
     tb = "tb" if "tb" in params else "tb2"

@@ -14,7 +14,6 @@ import pytest
 from audtrace.compat.rules import Rule
 from audtrace.tracer.audit import cleanup, journal
 from audtrace.tracer.audit.journal import Held, Item, Journal
-from audtrace.tracer.ebpf import system
 
 TRACEFS = "/sys/kernel/tracing"
 
@@ -162,8 +161,8 @@ def test_a_rule_is_kept_in_its_kernel_form():
 def test_the_report_names_the_dead_run_and_not_the_one_leaving(monkeypatch):
     """settle() against mounts only (no audit socket needed): unmount is recorded, not done."""
     unmounted = []
-    monkeypatch.setattr(system, "is_mounted", lambda path, fstype: path != "/gone")
-    monkeypatch.setattr(system, "unmount", unmounted.append)
+    monkeypatch.setattr(cleanup, "is_mounted", lambda path, fstype: path != "/gone")
+    monkeypatch.setattr(cleanup, "unmount", unmounted.append)
     me = f"{os.getpid()}/1"
     j = Journal(holders={me: journal.start_time(os.getpid())},
                 mounts={"/a": Held({"fstype": "tracefs"}, ["999999999/1"]),

@@ -11,7 +11,10 @@ stays in the journal for the next run to try again.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import errno
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,12 +22,13 @@ from typing import TYPE_CHECKING, Any
 from audtrace.compat.rules import Rule
 from audtrace.tracer.audit import journal
 from audtrace.tracer.audit.journal import Item, Journal
-from audtrace.tracer.ebpf import system
 
 if TYPE_CHECKING:
     from audtrace.tracer.audit.netlink import AuditNetlink
 
 Notice = Callable[[str], None]
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 def rule_what(rule: Rule) -> dict[str, Any]:
@@ -68,6 +72,17 @@ class _Kernel:
         return self._rules
 
 
+def is_mounted(mount_point: str, fstype: str) -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(p[1:3] == [mount_point, fstype] for p in map(str.split, f) if len(p) > 2)
+
+
+def unmount(mount_point: str) -> None:
+    if _libc.umount2(mount_point.encode(), 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
 def _undo(item: Item, kernel: _Kernel, dry_run: bool) -> bool:
     """Undo one item; False when there was nothing to undo. Raises OSError on failure."""
     if item.kind == "rule":
@@ -91,10 +106,10 @@ def _undo(item: Item, kernel: _Kernel, dry_run: bool) -> bool:
         if not dry_run:
             kernel.ctl().set_enabled(item.what)
         return True
-    if not system.is_mounted(item.key, item.what):
+    if not is_mounted(item.key, item.what):
         return False
     if not dry_run:
-        system.unmount(item.key)
+        unmount(item.key)
     return True
 
 

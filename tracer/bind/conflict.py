@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from audtrace.tracer.ebpf.btf import BTF, BTFError
-from audtrace.tracer.ebpf.system import BTF_VMLINUX
 
 FUNCTIONS = ("inet_csk_bind_conflict", "inet_bind_conflict", "udp_lib_get_port")
 # macro -> BTF member path, for capture_owner() in bpf/bind_conflict.c
@@ -122,7 +121,7 @@ def choose(force: str | None = None) -> Mechanism:
         if not present:
             return Mechanism("sock_diag", "none of " + ", ".join(FUNCTIONS)
                              + " is a probe-able symbol", off)
-        btf = BTF.load(BTF_VMLINUX)
+        btf = BTF.load()
         defines = probe_defines(btf, present)
     except (OSError, BTFError, ConflictProbeError) as e:
         return Mechanism("sock_diag", f"kprobes exist but cannot be placed: {e}", off)

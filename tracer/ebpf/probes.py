@@ -21,7 +21,6 @@ from audtrace.compat import tables
 from audtrace.tracer.ebpf.btf import BTF, BTFError
 from audtrace.tracer.ebpf.cstruct import Source
 from audtrace.tracer.ebpf.layout import Layout, from_btf, from_headers, has_register_offsets
-from audtrace.tracer.ebpf.system import BTF_VMLINUX
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 if not BPF_DIR.is_dir():  # installed: audtrace/tracer and audtrace/bpf side by side
@@ -97,7 +96,7 @@ def load_layout() -> Layout:
     if os.environ.get("AUDTRACE_OFFSETS") == "headers":
         return from_headers()
     try:
-        return from_btf(BTF.load(BTF_VMLINUX))
+        return from_btf(BTF.load())
     except (OSError, BTFError):
         return from_headers()
 

@@ -22,11 +22,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from audtrace.tracer.audit import journal
+from audtrace.tracer.audit import cleanup, journal
 
 TRACEFS = Path("/sys/kernel/tracing")
 DEBUGFS_TRACING = Path("/sys/kernel/debug/tracing")
-BTF_VMLINUX = Path("/sys/kernel/btf/vmlinux")
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -38,17 +37,6 @@ def tracefs_root() -> Path | None:
     return None
 
 
-def is_mounted(mount_point: str, fstype: str) -> bool:
-    with open("/proc/self/mounts") as f:
-        return any(p[1:3] == [mount_point, fstype] for p in map(str.split, f) if len(p) > 2)
-
-
-def unmount(mount_point: str) -> None:
-    if _libc.umount2(mount_point.encode(), 0) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 @contextlib.contextmanager
 def tracefs_mounted(notice) -> Iterator[Path]:
     """Yield the tracefs root, mounting tracefs for the duration when it is not mounted.
@@ -56,8 +44,6 @@ def tracefs_mounted(notice) -> Iterator[Path]:
     The mount is in the journal before it is made, so a run killed meanwhile does not leave
     it for good; a run that finds it made by another run holds it too, and it goes with the
     last of them (cleanup.leave). A tracefs mounted by anyone else is left alone."""
-    from audtrace.tracer.audit import cleanup  # cleanup unmounts with this module's unmount()
-
     holder = journal.new_holder()
     root = tracefs_root()
     if root is not None:
