@@ -36,7 +36,7 @@ def _kernel_skip_reason() -> str | None:
 def _kprobe_skip_reason() -> str | None:
     if os.geteuid() != 0:
         return "needs root"
-    from audtrace.tracer.doctor import kprobes_available
+    from audtrace.tracer.ebpf.features import kprobes_available
 
     ok, why = kprobes_available()
     return None if ok else f"needs kprobes, this kernel has none ({why}); runs in vagrant/vm-lane"

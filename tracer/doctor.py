@@ -13,8 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import orjson
-from audtrace.tracer.ebpf import system
-from audtrace.tracer.ebpf.btf import VMLINUX
+from audtrace.tracer.ebpf import features, system
 
 
 @dataclass
@@ -22,54 +21,6 @@ class Check:
     name: str
     ok: bool
     detail: str
-
-
-def _kconfig() -> dict[str, str]:
-    """The running kernel's config, where the kernel exposes it."""
-    import gzip
-
-    for path in (Path("/proc/config.gz"), Path(f"/boot/config-{platform.release()}")):
-        try:
-            raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        except OSError:
-            continue
-        out = {}
-        for line in raw.decode(errors="replace").splitlines():
-            if line.startswith("CONFIG_") and "=" in line:
-                k, v = line.split("=", 1)
-                out[k] = v
-        return out
-    return {}
-
-
-def kprobes_available() -> tuple[bool, str]:
-    """kprobes exist when the kernel lists its kprobe blacklist or a kprobe PMU."""
-    if Path("/sys/bus/event_source/devices/kprobe").is_dir():
-        return True, "kprobe PMU present"
-    root = system.tracefs_root()
-    if root is not None and (root / "kprobe_events").exists():
-        return True, "tracefs kprobe_events present"
-    cfg = _kconfig()
-    if cfg.get("CONFIG_KPROBES") == "y":
-        return True, "CONFIG_KPROBES=y"
-    return False, "no kprobe PMU and no kprobe_events (CONFIG_KPROBES is not set?)"
-
-
-def fentry_available() -> tuple[bool, str]:
-    """Load a tiny fentry program: only the kernel can say (EPERM under some lockdowns)."""
-    try:
-        from bcc import BPF
-    except ImportError:
-        return False, "BCC not importable"
-    if not BPF.support_kfunc():
-        return False, "BCC or kernel lacks kfunc (fentry) support"
-    try:
-        with system.header_tree_for_bcc(system.find_header_tree()):
-            b = BPF(text="KFUNC_PROBE(do_nanosleep) { return 0; }")
-            b.cleanup()
-        return True, "an fentry program loaded"
-    except Exception as e:  # BCC raises bare Exception
-        return False, f"fentry program load failed: {str(e).splitlines()[-1][:80]}"
 
 
 def lsm_state() -> str:
@@ -104,8 +55,7 @@ def auditd_running() -> tuple[bool, str]:
 
 def checks() -> list[Check]:
     out = []
-    btf = VMLINUX.is_file()
-    out.append(Check("BTF", btf, str(VMLINUX) if btf else "no /sys/kernel/btf/vmlinux"))
+    out.append(Check("BTF", *features.btf_available()))
     root = system.tracefs_root()
     out.append(Check("tracefs", root is not None,
                      str(root) if root else "not mounted: audtrace mounts it while it runs"))
@@ -115,10 +65,8 @@ def checks() -> list[Check]:
     else:
         tp_detail = "syscalls:sys_enter_kill present" if tp else "no syscall tracepoints"
     out.append(Check("tracepoints", tp or root is None, tp_detail))
-    ok, detail = kprobes_available()
-    out.append(Check("kprobes", ok, detail))
-    ok, detail = fentry_available()
-    out.append(Check("fentry", ok, detail))
+    out.append(Check("kprobes", *features.kprobes_available()))
+    out.append(Check("fentry", *features.fentry_available()))
     tree = system.find_header_tree()
     out.append(Check("header tree", tree.kind != "none", tree.note))
     ok, detail = audit_state()
@@ -148,7 +96,7 @@ def mechanisms(by_name: dict[str, Check]) -> dict[str, str]:
 
 
 def _function_latency(fentry: Check, kprobes: Check) -> str:
-    """The order `latency --function` tries them in (tracer/subcommands/latency.py)."""
+    """The order `latency --function` tries them in (features.function_mechanism)."""
     if fentry.ok:
         return "fentry/fexit"
     if kprobes.ok:

@@ -39,7 +39,7 @@ def main() -> None:
     from audtrace.tracer import cli  # noqa: F401
 
     lap("import_cli")
-    from audtrace.tracer.ebpf import probes, system
+    from audtrace.tracer.ebpf import features, probes, system
     from audtrace.tracer.subcommands import kill
 
     lap("import_tracer")
@@ -56,7 +56,7 @@ def main() -> None:
         root = stack.enter_context(system.tracefs_mounted(lambda _m: None))
         stack.enter_context(system.header_tree_for_bcc(system.find_header_tree()))
         lap("tracefs_and_headers")
-        features = probes.optional_features(layout)
+        features = features.optional_features(layout)
         text = probes.program_text(spec, layout, root, probes.DEFAULT_BUFFER, features)
         lap("source_text")
         b = bcc.BPF(text=text, cflags=["-w"])

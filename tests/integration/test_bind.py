@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from audtrace.compat.record import parse_line, split_fields
-from audtrace.tracer.doctor import kprobes_available
+from audtrace.tracer.ebpf.features import kprobes_available
 from helpers import wait_for
 
 pytestmark = pytest.mark.kernel

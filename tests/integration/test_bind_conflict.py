@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 from audtrace.tracer.bind import conflict as bind_conflict
+from audtrace.tracer.ebpf import features, probes, system
 from audtrace.tracer.ebpf import layout as kernel_layout
-from audtrace.tracer.ebpf import probes, system
 from audtrace.tracer.ebpf.btf import BTF, VMLINUX
 from helpers import wait_for
 
@@ -72,7 +72,7 @@ def test_probe_arguments_come_from_btf():
 
 @pytest.mark.kernel
 def test_mechanism_is_chosen_at_run_time():
-    ok, why = bind_conflict.kprobes_available()
+    ok, why = features.kprobes_available()
     mech = bind_conflict.choose()
     if ok:
         assert mech.name == "kprobe" and mech.defines["CONFLICT_KPROBES"] == 1
@@ -120,7 +120,7 @@ def test_kernel_decision_names_the_conflicting_socket(tracers, tmp_path):
     t = holders[tcp["holder"]]
     assert t["decision"] == '"inet_csk_bind_conflict"'
     assert t["lport"] == str(tcp["port"]) and t["state"] == '"LISTEN"'
-    if "inet_bind_conflict" in bind_conflict.kernel_symbols(bind_conflict.FUNCTIONS):
+    if "inet_bind_conflict" in features.kernel_symbols(bind_conflict.FUNCTIONS):
         # seen at the kernel's decision: the owner socket, its state and reuse flags
         assert t["how"] == '"kprobe"'
         assert t["reuse"] == "0" and t["reuseport"] == "0"

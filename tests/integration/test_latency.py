@@ -275,10 +275,10 @@ def test_no_count_lost_across_interval_flips_and_exit_group(actors):
 
 
 def test_function_latency_says_what_is_missing():
-    from audtrace.tracer import doctor
+    from audtrace.tracer.ebpf import features
 
-    fentry, why_f = doctor.fentry_available()
-    kprobes, why_k = doctor.kprobes_available()
+    fentry, why_f = features.fentry_available()
+    kprobes, why_k = features.kprobes_available()
     if fentry or kprobes:
         pytest.skip("this kernel offers fentry or kprobes: see the kprobe tests")
     out = subprocess.run(
@@ -306,9 +306,9 @@ def test_function_latency_says_what_is_missing():
 @pytest.mark.kprobe
 @pytest.mark.parametrize("via", ["fentry", "kprobe"])
 def test_function_latency(actors, via):
-    from audtrace.tracer import doctor
+    from audtrace.tracer.ebpf import features
 
-    ok, why = doctor.fentry_available() if via == "fentry" else doctor.kprobes_available()
+    ok, why = features.fentry_available() if via == "fentry" else features.kprobes_available()
     if not ok:
         pytest.skip(f"no {via} on this kernel: {why}")
     a = actors("lat-f", f"nanosleep:{20 * MS}*3;clock_nanosleep:{int(2.5 * MS)}*5")

@@ -5,17 +5,17 @@
   its own (not inlined, not renamed to a .isra/.constprop clone). Argument positions come
   from the functions' BTF prototypes, struct offsets from BTF.
 - "sock_diag": no kprobes (CONFIG_KPROBES unset), or no BTF to place the arguments: the
-  holder is looked up right after the failure (tracer/port_holders.py).
-fentry/fexit would serve too, but no kernel this project runs on offers fentry without
-kprobes (fentry loads fail with EPERM on the development kernel), so it is not built.
+  holder is looked up right after the failure (holders.py).
+fentry/fexit would serve too; it is not built: the kernels audtrace is tested on either have
+kprobes (stock distribution kernels) or refuse fentry programs as well.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from audtrace.tracer.ebpf.btf import BTF, BTFError
+from audtrace.tracer.ebpf.features import kernel_symbols, kprobes_available
 
 FUNCTIONS = ("inet_csk_bind_conflict", "inet_bind_conflict", "udp_lib_get_port")
 # macro -> BTF member path, for capture_owner() in bpf/bind_conflict.c
@@ -48,23 +48,6 @@ class Mechanism:
     detail: str
     defines: dict[str, int | str] = field(default_factory=dict)
     functions: tuple[str, ...] = ()
-
-
-def kprobes_available() -> tuple[bool, str]:
-    from audtrace.tracer.doctor import kprobes_available as probe
-
-    return probe()
-
-
-def kernel_symbols(names: tuple[str, ...], kallsyms: Path = Path("/proc/kallsyms")) -> set[str]:
-    """Which of `names` the kernel has as text symbols under exactly that name."""
-    wanted, found = set(names), set()
-    with open(kallsyms) as f:
-        for line in f:
-            parts = line.split()
-            if len(parts) >= 3 and parts[1] in "tT" and parts[2] in wanted:
-                found.add(parts[2])
-    return found
 
 
 def _arg(btf: BTF, func: str, names: tuple[str, ...]) -> str:

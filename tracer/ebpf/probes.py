@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,8 @@ from pathlib import Path
 from audtrace.compat import tables
 from audtrace.tracer.ebpf.btf import BTF, BTFError
 from audtrace.tracer.ebpf.cstruct import Source
-from audtrace.tracer.ebpf.layout import Layout, from_btf, from_headers, has_register_offsets
+from audtrace.tracer.ebpf.features import optional_features
+from audtrace.tracer.ebpf.layout import Layout, from_btf, from_headers
 
 BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
 if not BPF_DIR.is_dir():  # installed: audtrace/tracer and audtrace/bpf side by side
@@ -85,11 +85,6 @@ def _nargs_function(nargs: dict[int, int]) -> str:
     return f"static __always_inline int syscall_nargs(int nr)\n{{\n{cases}\treturn 6;\n}}\n"
 
 
-def kernel_version() -> tuple[int, int]:
-    major, minor = platform.release().split(".")[:2]
-    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
-
-
 def load_layout() -> Layout:
     # AUDTRACE_OFFSETS=headers takes the no-BTF path on a kernel with BTF: the stock-kernel
     # lane (vagrant/vm-lane) tests it where the headers are the running kernel's
@@ -108,19 +103,6 @@ POLL_MS = 50                        # the longest an event waits in the buffer w
 
 def pow2_at_least(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
-
-
-def optional_features(layout: Layout) -> list[str]:
-    """What the program uses when this kernel allows it, newest first: the loader drops them
-    one by one while the kernel refuses the program."""
-    out = []
-    if has_register_offsets(layout) and kernel_version() >= (5, 15):
-        out.append("HAVE_TASK_PT_REGS")
-    # AUDTRACE_OUTPUT=perf takes the perf-buffer path on a kernel with a ring buffer
-    # (tests run both paths on one machine)
-    if kernel_version() >= (5, 8) and os.environ.get("AUDTRACE_OUTPUT") != "perf":
-        out.append("USE_RINGBUF")
-    return out
 
 
 def program_text(spec: ProgramSpec, layout: Layout, tracefs: Path,

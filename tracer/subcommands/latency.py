@@ -24,6 +24,7 @@ from audtrace.compat import tables
 from audtrace.compat.record import Event
 from audtrace.tracer import options
 from audtrace.tracer import records as audit_records
+from audtrace.tracer.ebpf import features
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.latency import heatmap
@@ -289,51 +290,6 @@ def _merge(into: dict[tuple[int, int], Histogram], got: dict[tuple[int, int], Hi
         into.setdefault(k, Histogram()).merge(h)
 
 
-# ---- kernel functions: which mechanism this kernel offers ------------------------------
-
-def function_mechanism(via: str) -> tuple[str | None, str]:
-    """('fentry'|'kprobe'|None, why), measured now: fentry/fexit first (cheaper), then
-    kprobe/kretprobe. Reuses doctor's probes, so both always agree."""
-    from audtrace.tracer import doctor
-
-    reasons = []
-    if via in ("auto", "fentry"):
-        with _quiet_stderr():   # libbpf prints the refused load itself
-            ok, why = doctor.fentry_available()
-        if ok:
-            return "fentry", why
-        if "super-user" in why:  # BCC's words for EPERM, misleading when root
-            why = "the kernel refused a fentry program (EPERM, although root)"
-        reasons.append(f"fentry/fexit: {why}")
-    if via in ("auto", "kprobe"):
-        ok, why = doctor.kprobes_available()
-        if ok:
-            return "kprobe", why
-        reasons.append(f"kprobe/kretprobe: {why}")
-    return None, "; ".join(reasons)
-
-
-@contextlib.contextmanager
-def _quiet_stderr():
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
-def kernel_function_exists(name: str) -> bool:
-    try:
-        with open("/proc/kallsyms") as f:
-            return any(line.split()[2:3] == [name] for line in f)
-    except OSError:
-        return True   # cannot tell: let the attach say
-
-
 # ---- declaration and command line ----------------------------------------------------
 
 def subcommand(req: LatencyRequest, keys: list[str], out: TextIO):
@@ -422,10 +378,10 @@ def _choose_function_mechanism(req: LatencyRequest, via: str) -> None:
         return  # the session says what is missing
     if "." in req.function and via == "auto":
         via = "kprobe"      # a compiler-made local symbol (foo.isra.0) has no BTF: no fentry
-    mech, why = function_mechanism(via)
+    mech, why = features.function_mechanism(via)
     if mech is None:
         raise click.ClickException(f"latency --function needs fentry/fexit or kprobes, and this"
                                    f" kernel offers neither: {why}")
-    if not kernel_function_exists(req.function):
+    if not features.kernel_function_exists(req.function):
         raise click.ClickException(f"no kernel function {req.function!r} in /proc/kallsyms")
     req.function_via = mech

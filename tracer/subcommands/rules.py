@@ -27,7 +27,7 @@ from audtrace.compat.record import Event
 from audtrace.tracer import options
 from audtrace.tracer import records as audit_records
 from audtrace.tracer.audit.netlink import AuditError
-from audtrace.tracer.ebpf import rule_filter, system
+from audtrace.tracer.ebpf import features, rule_filter
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 
@@ -52,11 +52,6 @@ class RuleDetail:
     returned: bool       # False for exit/exit_group: no result
 
 
-def _tracepoints_exist(names: list[str]) -> bool:
-    with system.tracefs_mounted(lambda _msg: None) as root:
-        return all((root / "events/syscalls" / f"sys_enter_{n}").is_dir() for n in names)
-
-
 def spec_for(plan: rule_filter.Plan, trace_tree: list[int] | None = None) -> ProgramSpec:
     """bpf/rules.c with the plan's filters. The syscalls' own tracepoints when they are few
     and all exist, else raw_syscalls (every syscall; 32-bit calls skipped in the kernel)."""
@@ -70,7 +65,7 @@ def spec_for(plan: rule_filter.Plan, trace_tree: list[int] | None = None) -> Pro
     nrs = rule_filter.syscall_union(plan)
     names = sorted(n for nr in (nrs or ()) if (n := tables.syscall_name(host, nr)))
     raw = (nrs is None or len(names) != len(nrs) or len(names) > RAW_ABOVE
-           or (bool(names) and not _tracepoints_exist(names)))
+           or (bool(names) and not features.tracepoints_exist(names)))
     filters: dict[str, list[int | bytes]] = {}
     if raw:
         defines["RAW_SYSCALLS"] = 1
