@@ -8,16 +8,20 @@
  */
 #include "identity.h"
 
-#define RTC_SET_TIME 0x4024700a
+/* RTC_SET_TIME comes from user space (compat/ioctls.py), as the syscall numbers do */
 #define ADJ_SETOFFSET 0x0100
 #define ADJ_NANO 0x2000
 #define ADJ_OFFSET_SS_READ 0xa001
 #define TIMEX_TIME 72           /* offsetof(struct __kernel_timex, time) */
+/* what a call asks for, in family_extra.asked */
+#define ASKED_NOTHING 0
+#define ASKED_TIME 1
+#define ASKED_OFFSET 2
 
 struct family_extra {
 	u64 tai_before, tai_after;
 	s64 sec, nsec;          /* asked: the new time, or ADJ_SETOFFSET's offset */
-	u32 asked;              /* 0 nothing, 1 a time, 2 an offset */
+	u32 asked;              /* ASKED_NOTHING, ASKED_TIME, ASKED_OFFSET */
 	u32 modes;              /* adjtimex, clock_adjtime */
 	s32 rtc[9];             /* RTC_SET_TIME: struct rtc_time */
 	u32 has_rtc;
@@ -52,7 +56,7 @@ static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
 			x->sec = t[0];
 			/* settimeofday takes microseconds */
 			x->nsec = ev->nr == NR_SETTIMEOFDAY ? t[1] * 1000 : t[1];
-			x->asked = 1;
+			x->asked = ASKED_TIME;
 		}
 		return 1;
 	}
@@ -65,7 +69,7 @@ static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
 	    bpf_probe_read_user(t, sizeof(t), (void *)(tx + TIMEX_TIME)) == 0) {
 		x->sec = t[0];
 		x->nsec = (x->modes & ADJ_NANO) ? t[1] : t[1] * 1000;
-		x->asked = 2;
+		x->asked = ASKED_OFFSET;
 	}
 	return 1;
 }

@@ -13,7 +13,9 @@ field when formatted (:func:`record_text`); builders must not add it themselves
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
+import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -53,6 +55,16 @@ def dec_str(value: str | None) -> bytes | None:
 def enc_hex(value: int) -> str:
     """Bare lowercase hex as the kernel prints a0..a3 and arch (64-bit two's complement)."""
     return format(value & _U64, "x")
+
+
+def inet_address(family: int, raw: bytes) -> str | None:
+    """The address in an AF_INET or AF_INET6 sockaddr's bytes (a SOCKADDR record's saddr),
+    None for another family or too few bytes."""
+    if family == socket.AF_INET and len(raw) >= 8:
+        return str(ipaddress.IPv4Address(raw[4:8]))
+    if family == socket.AF_INET6 and len(raw) >= 24:
+        return str(ipaddress.IPv6Address(raw[8:24]))
+    return None
 
 
 def enc_int(value: int) -> str:

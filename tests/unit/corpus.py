@@ -45,14 +45,16 @@ from audtrace.compat import rules as R
 from audtrace.compat.record import Event, Record, parse_netlink, record_type_name
 from audtrace.compat.tables import AUDIT_ARCH_I386, AUDIT_ARCH_X86_64
 from audtrace.tracer import records as audit_records
+from audtrace.tracer.bind import holders as bind_holders
 from audtrace.tracer.bind import report as bind_report
+from audtrace.tracer.bind.conflict import Conflict
 from audtrace.tracer.bind.holders import Diagnosis, HeldSocket, Proc
 from audtrace.tracer.ebpf import rule_filter
 from audtrace.tracer.ebpf.events import FileInfo, Identity, KernelSignal, SyscallEvent, Target
 from audtrace.tracer.subcommands import bind, clock, ioctl, kill, latency, net, rules
 from audtrace.tracer.subcommands import exec as exec_
 from audtrace.tracer.subcommands import exit as exit_
-from audtrace.tracer.subcommands.bind import BindDetail, Conflict
+from audtrace.tracer.subcommands.bind import BindDetail
 from audtrace.tracer.subcommands.clock import ASKED_OFFSET, ASKED_TIME, ClockDetail
 from audtrace.tracer.subcommands.exec import ExecDetail
 from audtrace.tracer.subcommands.exit import ExitDetail
@@ -686,8 +688,8 @@ CASES.append(Case(130, "session/DAEMON_ERR-lost-events-ebpf-and-audit", "loss",
 def _bind_lookups(diagnosis: Diagnosis | None) -> Iterator[None]:
     """bind.to_audit without the system: the case's Diagnosis instead of a sock_diag lookup,
     owners as the case gives them, no stderr summary."""
-    with mock.patch.object(bind, "diagnose", lambda *_a: diagnosis), \
-            mock.patch.object(bind, "attach_owners", lambda _holders: None), \
+    with mock.patch.object(bind_holders, "diagnose", lambda *_a: diagnosis), \
+            mock.patch.object(bind_holders, "attach_owners", lambda _holders: None), \
             mock.patch.object(bind_report, "explain", lambda *_a: None):
         yield
 

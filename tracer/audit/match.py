@@ -9,10 +9,12 @@ the same syscall, the kernel writes that rule's key, and the event is still ours
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import sys
 from collections.abc import Callable
 
-from audtrace.compat.record import Event, dec_str
+from audtrace.compat.record import Event, dec_str, inet_address
 from audtrace.compat.rules import Rule
 
 _NUMERIC = {"pid", "ppid", "uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid",
@@ -98,19 +100,6 @@ def relay_filter(rules: list[Rule], request: Callable[[Event], bool] | None = No
     return want
 
 
-def each(base: list[tuple[str, str, int | str]], tail: list[tuple[str, str, int | str]],
-         **choices: list[int]) -> list[list[tuple[str, str, int | str]]]:
-    """Rule fields for every combination of the given choices, one `-F NAME=VALUE` per
-    chosen name: `each(base, tail, pid=[1, 2], uid=[0])` -> [base + pid=1 uid=0 + tail,
-    base + pid=2 uid=0 + tail]. An empty choice adds no field. Kernel audit ANDs a rule's
-    fields and ORs its rules, so a request for several pids is one rule per pid."""
-    out = [list(base)]
-    for name, values in choices.items():
-        if values:
-            out = [[*fields, (name, "=", v)] for fields in out for v in values]
-    return [[*fields, *tail] for fields in out]
-
-
 def process_filter(pids: list[int] = (), uids: list[int] = (),
                    comms: list[str] = ()) -> Callable[[Event], bool] | None:
     """--pid/--uid/--comm on a relayed event, as the eBPF side applies them: the pid (tgid),
@@ -128,6 +117,38 @@ def process_filter(pids: list[int] = (), uids: list[int] = (),
         if want_uids and _value("uid", rec.get("uid")) not in want_uids:
             return False
         return not want_comms or dec_str(rec.get("comm")) in want_comms
+
+    return keep
+
+
+def sockaddr_of(text: str | None) -> tuple[int, int | None, str | None]:
+    """(family, port, address) of a SOCKADDR record's saddr hex; port and address only for
+    inet/inet6, as bpf/bind.c and bpf/net.c read them."""
+    try:
+        raw = bytes.fromhex(text or "")
+    except ValueError:
+        return 0, None, None
+    fam = int.from_bytes(raw[:2], sys.byteorder) if len(raw) >= 2 else 0
+    addr = inet_address(fam, raw)
+    return fam, (int.from_bytes(raw[2:4], "big") if addr else None), addr
+
+
+def address_filter(ports: list[int], addrs: list[str], families: list[int] = ()):
+    """--port, --addr (and --family) on a relayed event, from its SOCKADDR record as the
+    eBPF side reads the same bytes; None when nothing is asked. An event without a
+    SOCKADDR has no address to match."""
+    want_addrs = {ipaddress.ip_address(a) for a in addrs}
+    if not (ports or want_addrs or families):
+        return None
+
+    def keep(ev: Event) -> bool:
+        sa = next((r for r in ev.records if r.type == "SOCKADDR"), None)
+        fam, port, addr = sockaddr_of(sa.get("saddr") if sa is not None else None)
+        if families and fam not in families:
+            return False
+        if ports and port not in ports:
+            return False
+        return not want_addrs or (addr is not None and ipaddress.ip_address(addr) in want_addrs)
 
     return keep
 

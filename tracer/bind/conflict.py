@@ -12,8 +12,11 @@ kprobes (stock distribution kernels) or refuse fentry programs as well.
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 from dataclasses import dataclass, field
 
+from audtrace.tracer.bind.holders import TCP_STATES, HeldSocket
 from audtrace.tracer.ebpf.btf import BTF, BTFError
 from audtrace.tracer.ebpf.features import kernel_symbols, kprobes_available
 
@@ -40,6 +43,41 @@ MAX_REG_ARGS = 6    # PT_REGS_PARM1..6
 
 class ConflictProbeError(Exception):
     pass
+
+
+@dataclass
+class Conflict:
+    """The kernel's own decision, seen by the kprobe path."""
+    func: str
+    result: int
+    port: int
+    owner: HeldSocket | None
+
+
+def seen(x, const) -> Conflict | None:
+    """The decision a bind event's extra carries (its cf_* fields), None when the probes
+    saw none; `const` reads bpf/bind_conflict.c's constants (ebpf.events.Decoder.const)."""
+    if not x.cf_seen:
+        return None
+    funcs = {const("CF_FUNC_CSK"): "inet_csk_bind_conflict",
+             const("CF_FUNC_UDP"): "udp_lib_get_port"}
+    return Conflict(funcs.get(x.cf_func, "?"), x.cf_result, x.cf_port, _owner(x))
+
+
+def _owner(x) -> HeldSocket | None:
+    if not x.cf_family:
+        return None
+    fam = int(x.cf_family)
+    raw_l, raw_r = bytes(x.cf_laddr), bytes(x.cf_raddr)
+    if fam == socket.AF_INET6:
+        laddr, raddr = str(ipaddress.IPv6Address(raw_l)), str(ipaddress.IPv6Address(raw_r))
+    else:
+        laddr, raddr = str(ipaddress.IPv4Address(raw_l[:4])), str(ipaddress.IPv4Address(raw_r[:4]))
+    return HeldSocket(proto="tcp", family=fam, state=TCP_STATES.get(x.cf_state, str(x.cf_state)),
+                      laddr=laddr, lport=int(x.cf_lport),
+                      raddr=raddr, rport=socket.ntohs(int(x.cf_rport)),
+                      inode=int(x.cf_inode), uid=int(x.cf_uid), how="kprobe",
+                      reuse=int(x.cf_reuse), reuseport=int(x.cf_reuseport))
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import ipaddress
 import os
 import socket
@@ -312,6 +313,23 @@ def attach_owners(holders: list[HeldSocket]) -> None:
     owners = socket_owners({h.inode for h in holders if h.inode})
     for h in holders:
         h.owners = [p for p in map(proc_info, owners.get(h.inode, [])) if p is not None]
+
+
+def diagnose_event(ev) -> None:
+    """After EADDRINUSE: the holders (kernel-seen or looked up now), the port range and the
+    reserved ports, kept as the bind event's detail.diagnosis."""
+    d = ev.detail
+    if ev.ret != -errno.EADDRINUSE or d.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    port = d.port
+    if d.conflict is not None and d.conflict.port:
+        port = d.conflict.port
+    d.diagnosis = diagnose(ev.who.pid, d.netns, int(ev.args[0]) & 0xFFFFFFFF, port,
+                           d.address(), d.family)
+    owner = d.conflict.owner if d.conflict is not None else None
+    if owner is not None:
+        attach_owners([owner])
+        d.diagnosis.holders = [owner]
 
 
 def diagnose(pid: int, netns: int, fd: int, port: int, bind_addr: str | None,

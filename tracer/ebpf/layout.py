@@ -8,6 +8,7 @@ running kernel; the caller says so to the user.
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 from dataclasses import dataclass
 
@@ -181,3 +182,9 @@ def from_headers(machine: str | None = None) -> Layout:
 
 def has_register_offsets(layout: Layout) -> bool:
     return "OFF_REGS_NR" in layout.defines
+
+
+def kernel_dev(st_dev: int) -> int:
+    """stat()'s st_dev as the kernel's dev_t, which the programs read (s_dev, i_rdev) and
+    audit prints: MKDEV, major << 20 | minor."""
+    return os.major(st_dev) << 20 | os.minor(st_dev)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from audtrace.compat import tables
 from audtrace.compat.rules import KEY_SEP, Rule, machine_arches
+from audtrace.tracer.ebpf.layout import kernel_dev
 
 # the kernel's syscall classes behind -F perm (include/asm-generic/audit_*.h), plus the
 # syscalls audit_match_perm classifies itself (open*, execve*, socketcall); names the
@@ -83,11 +84,6 @@ class Plan:
 
 
 # ---- what runs where -------------------------------------------------------------------
-def kernel_dev(st_dev: int) -> int:
-    """stat()'s st_dev as the kernel's s_dev (MKDEV: major << 20 | minor)."""
-    return (os.major(st_dev) << 20) | os.minor(st_dev)
-
-
 def _exe_id(path: str) -> tuple[int, int] | None:
     try:
         st = os.stat(path)

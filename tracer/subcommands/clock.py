@@ -15,17 +15,18 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import click
+from audtrace.compat import ioctls
 from audtrace.compat.record import Event, Record, enc_int, enc_str
-from audtrace.compat.rules import Rule, rule_syscalls
-from audtrace.tracer import options
-from audtrace.tracer import records as audit_records
+from audtrace.compat.rules import Rule
+from audtrace.tracer import declare
+from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
+from audtrace.tracer.records import SRC, event_of, proctitle_record, syscall_record
 
 SYSCALLS = ("clock_settime", "settimeofday", "adjtimex", "clock_adjtime", "ioctl")
-RTC_SET_TIME = 0x4024700A
-ASKED_TIME, ASKED_OFFSET = 1, 2
+# what a call asked for (bpf/clock.c's ASKED_*): a new time, an offset, or nothing (None)
+ASKED_TIME, ASKED_OFFSET = "time", "offset"
 NS = 1_000_000_000
 
 
@@ -33,7 +34,7 @@ NS = 1_000_000_000
 class ClockDetail:
     before_ns: int          # wall time at entry
     after_ns: int           # wall time at exit
-    asked: int
+    asked: str | None       # ASKED_TIME, ASKED_OFFSET
     asked_ns: int           # the time or offset asked, in ns
     modes: int
     rtc: tuple[int, ...] | None
@@ -45,9 +46,11 @@ def tai_offset_ns() -> int:
     return round(diff / NS) * NS
 
 
+RTC_SET_TIME = ioctls.REQUESTS["RTC_SET_TIME"]
+
+
 def program() -> ProgramSpec:
-    return ProgramSpec("clock.c", SYSCALLS, {"FILTER_PID": 0, "FILTER_UID": 0,
-                                             "FILTER_COMM": 0})
+    return declare.program("clock.c", SYSCALLS, {"RTC_SET_TIME": f"{RTC_SET_TIME:#x}"})
 
 
 def decode(d: Decoder, buf: bytes) -> SyscallEvent:
@@ -56,9 +59,10 @@ def decode(d: Decoder, buf: bytes) -> SyscallEvent:
     x = d.codec("family_extra").unpack_from(extra)
     off = tai_offset_ns()
     rtc = tuple(getattr(x, f"rtc_{i}") for i in range(9))
+    asked = {d.const("ASKED_TIME"): ASKED_TIME, d.const("ASKED_OFFSET"): ASKED_OFFSET}
     ev.detail = ClockDetail(before_ns=x.tai_before - off, after_ns=x.tai_after - off,
-                            asked=x.asked, asked_ns=x.sec * NS + x.nsec, modes=x.modes,
-                            rtc=rtc if x.has_rtc else None)
+                            asked=asked.get(x.asked), asked_ns=x.sec * NS + x.nsec,
+                            modes=x.modes, rtc=rtc if x.has_rtc else None)
     return ev
 
 
@@ -84,12 +88,12 @@ def rtc_text(rtc: tuple[int, ...]) -> str:
 
 def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
     d: ClockDetail = ev.detail
-    records = [audit_records.syscall_record(ev, keys)]
+    records = [syscall_record(ev, keys)]
     inj = injected_ns(ev)
     if inj is not None:
         sec, nsec = divmod(inj, NS)
         records.append(Record("TIME_INJOFFSET", [("sec", enc_int(sec)), ("nsec", enc_int(nsec)),
-                                                 audit_records.SRC]))
+                                                 SRC]))
     # "sec.nsec" is neither a decimal nor hex: unquoted, audit's parsers would take it for
     # hex text (laurel decodes an even-length run of digits so), so the times are quoted
     fields = [("op", enc_str("clock")), ("old", enc_str(fmt_ns(d.before_ns))),
@@ -102,34 +106,25 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
         fields.append(("modes", f"0x{d.modes:x}"))
     if d.rtc is not None:
         fields.append(("rtc", enc_str(rtc_text(d.rtc))))
-    records.append(Record("KERNEL_OTHER", [*fields, audit_records.SRC]))
-    records.append(audit_records.proctitle_record(ev.who))
-    return audit_records.event_of(ev, records, serial)
+    records.append(Record("KERNEL_OTHER", [*fields, SRC]))
+    records.append(proctitle_record(ev.who))
+    return event_of(ev, records, serial)
 
 
 def audit_rules(keys: list[str], arch: str = "b64") -> list[Rule]:
     """The classic time-change watch: `-S clock_settime -S settimeofday -S adjtimex
     -S clock_adjtime` plus `-S ioctl -F a1=0x4024700a`. Audit cannot tell an adjtimex read
     from a change (the modes are in memory): its side reports both."""
-    nrs = rule_syscalls(arch, SYSCALLS[:-1])
-    tail = [("key", "=", k) for k in keys]
-    rules = [Rule(syscalls=nrs, fields=[("arch", "=", arch), *tail])]
-    ioctl = rule_syscalls(arch, ["ioctl"])
-    if ioctl:
-        rules.append(Rule(syscalls=ioctl,
-                               fields=[("arch", "=", arch), ("a1", "=", RTC_SET_TIME), *tail]))
-    return rules
+    return (declare.audit_rules(SYSCALLS[:-1], keys, arch=arch)
+            + declare.audit_rules(["ioctl"], keys, arch=arch,
+                                  a1=[RTC_SET_TIME]))
 
 
-def subcommand(keys: list[str]):
-    from audtrace.tracer.session import Subcommand
-
+def subcommand(_req: None, keys: list[str]) -> Subcommand:
     return Subcommand(name="clock", program=program(), decode=decode, to_audit=to_audit,
                       audit_rules=audit_rules(keys))
 
 
-@click.command()
-@options.common_options
-def command(**common) -> None:
+@declare.command(subcommand)
+def command(_common) -> None:
     """Who changed the time: settime calls, modifying adjtimex, RTC_SET_TIME."""
-    options.run(subcommand(list(common["keys"])), common)

@@ -12,16 +12,22 @@ from dataclasses import dataclass, field
 
 import click
 from audtrace.compat.record import Event, enc_str
-from audtrace.compat.rules import Rule, rule_syscalls
-from audtrace.tracer import options
-from audtrace.tracer import records as audit_records
-from audtrace.tracer.audit.match import each, process_filter
+from audtrace.compat.rules import COMPARES, Rule
+from audtrace.tracer import declare, options
+from audtrace.tracer.audit.match import process_filter
+from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf.events import Decoder, FileInfo, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
+from audtrace.tracer.records import (
+    cwd_record,
+    event_of,
+    execve_records,
+    path_record,
+    proctitle_record,
+    syscall_record,
+)
 
 SYSCALLS = ("execve", "execveat")
-ARGV_MAX = 32768 - 1                # bpf/exec.c: bytes of argv kept
-AUDIT_COMPARE_UID_TO_EUID = 11      # linux/audit.h, for `-C uid!=euid`
 
 
 @dataclass
@@ -43,14 +49,8 @@ class ExecDetail:
 
 
 def program(req: ExecRequest) -> ProgramSpec:
-    filters: dict[str, list[int | bytes]] = {
-        "filter_pid": list(req.pids), "filter_uid": list(req.uids),
-        "filter_comm": [c.encode() for c in req.comms],
-    }
-    defines: dict[str, int | str] = {"PRIVILEGED": int(req.privileged)}
-    for name, keys in filters.items():
-        defines[name.upper()] = int(bool(keys))
-    return ProgramSpec("exec.c", SYSCALLS, defines, {k: v for k, v in filters.items() if v})
+    return declare.program("exec.c", SYSCALLS, {"PRIVILEGED": int(req.privileged)},
+                           pids=req.pids, uids=req.uids, comms=req.comms)
 
 
 def split_argv(raw: bytes, argc: int) -> tuple[list[bytes], bool]:
@@ -81,38 +81,31 @@ def decode(d: Decoder, buf: bytes) -> SyscallEvent:
 
 def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
     d: ExecDetail = ev.detail
-    records = [audit_records.syscall_record(ev, keys, items=1)]
+    records = [syscall_record(ev, keys, items=1)]
     if ev.ret == 0:
-        execve = audit_records.execve_records(d.argv, d.argc)
+        execve = execve_records(d.argv, d.argc)
         if d.argv_truncated:
             # past what the kernel side keeps: said, never silently shortened
             execve[-1].fields.insert(-1, ("argv_truncated", enc_str("yes")))
         records += execve
-    records.append(audit_records.cwd_record(d.cwd))
+    records.append(cwd_record(d.cwd))
     # a failed exec has no file to read the inode from; the name was looked up unless
     # the kernel found nothing there (ENOENT, ENOTDIR), which audit marks UNKNOWN
     missing = ev.ret in (-2, -20)
-    records.append(audit_records.path_record(0, d.filename, d.file,
-                                             "UNKNOWN" if missing else "NORMAL"))
-    records.append(audit_records.proctitle_record(ev.who))
-    return audit_records.event_of(ev, records, serial)
+    records.append(path_record(0, d.filename, d.file, "UNKNOWN" if missing else "NORMAL"))
+    records.append(proctitle_record(ev.who))
+    return event_of(ev, records, serial)
 
 
 def audit_rules(req: ExecRequest, keys: list[str], arch: str = "b64") -> list[Rule]:
     """`-a always,exit -F arch=b64 -S execve -S execveat [-C uid!=euid -F euid=0] [-F pid=P]
     [-F uid=U] -k KEY`: one rule per pid and uid asked (kernel audit ORs rules)."""
-    nrs = rule_syscalls(arch, SYSCALLS)
-    base: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
-    if req.privileged:
-        base += [("field_compare", "!=", AUDIT_COMPARE_UID_TO_EUID), ("euid", "=", 0)]
-    tail: list[tuple[str, str, int | str]] = [("key", "=", k) for k in keys]
-    return [Rule(syscalls=nrs, fields=f)
-            for f in each(base, tail, pid=req.pids, uid=req.uids)]
+    fields = [("field_compare", "!=", COMPARES[("uid", "euid")]), ("euid", "=", 0)]
+    return declare.audit_rules(SYSCALLS, keys, fields if req.privileged else [], arch,
+                               pid=req.pids, uid=req.uids)
 
 
-def subcommand(req: ExecRequest, keys: list[str]):
-    from audtrace.tracer.session import Subcommand
-
+def subcommand(req: ExecRequest, keys: list[str]) -> Subcommand:
     return Subcommand(name="exec", program=program(req), decode=decode, to_audit=to_audit,
                       audit_rules=audit_rules(req, keys),
                       audit_filter=process_filter(req.pids, req.uids))
@@ -124,16 +117,14 @@ NO_AUDIT_COMM = ("--comm is the caller's comm before the exec, which kernel audi
                  "does not carry (it has the new program's): use --source ebpf")
 
 
-@click.command()
+@declare.command(subcommand)
 @click.option("--privileged", is_flag=True,
               help="Only executions that end with uid != euid and euid 0 (setuid root).")
 @options.pid_option("Only this caller (tgid).")
 @options.comm_option("Only callers with this comm.")
 @options.uid_option("Only callers with this real uid.")
-@options.common_options
-def command(privileged, pids, comms, uids, **common) -> None:
+def command(common, **request) -> ExecRequest:
     """Program executions (execve, execveat) with argv, as audit's EXECVE record."""
-    if comms and common["source"] != "ebpf":
+    if request["comms"] and common["source"] != "ebpf":
         raise click.BadParameter(NO_AUDIT_COMM, param_hint="--comm")
-    req = ExecRequest(privileged=privileged, pids=pids, comms=comms, uids=uids)
-    options.run(subcommand(req, list(common["keys"])), common)
+    return ExecRequest(**request)

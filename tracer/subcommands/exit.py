@@ -16,12 +16,21 @@ from dataclasses import dataclass, field
 
 import click
 from audtrace.compat.record import Event, Record, dec_str, enc_int, enc_str
-from audtrace.compat.rules import Rule, rule_syscalls
-from audtrace.tracer import options
-from audtrace.tracer import records as audit_records
-from audtrace.tracer.audit.match import all_of, each, process_filter
+from audtrace.compat.rules import Rule
+from audtrace.tracer import declare, options
+from audtrace.tracer.audit.match import all_of, process_filter
+from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
+from audtrace.tracer.ebpf.layout import kernel_dev
 from audtrace.tracer.ebpf.probes import ProgramSpec
+from audtrace.tracer.records import (
+    SRC,
+    enc_key,
+    enc_own_int,
+    event_of,
+    proctitle_record,
+    syscall_record,
+)
 
 SYSCALLS = ("exit", "exit_group")
 
@@ -49,23 +58,14 @@ class ExitDetail:
         return bool(self.status & 0x80)
 
 
-def kernel_dev(st_dev: int) -> int:
-    """A user-space st_dev as the kernel's dev_t (MKDEV: major << 20 | minor)."""
-    return os.major(st_dev) << 20 | os.minor(st_dev)
-
-
 def program(req: ExitRequest) -> ProgramSpec:
-    filters: dict[str, list[int | bytes]] = {
-        "filter_pid": list(req.pids), "filter_comm": [c.encode() for c in req.comms]}
-    defines: dict[str, int | str] = {"FILTER_UID": 0, "FILTER_CODE": int(req.code is not None),
+    defines: dict[str, int | str] = {"FILTER_CODE": int(req.code is not None),
                                      "EXIT_CODE": req.code or 0, "FILTER_EXE": 0,
                                      "EXE_INO": 0, "EXE_DEV": 0}
     if req.exe is not None:
         st = os.stat(req.exe)
         defines.update(FILTER_EXE=1, EXE_INO=f"{st.st_ino}ULL", EXE_DEV=kernel_dev(st.st_dev))
-    for name, keys in filters.items():
-        defines[name.upper()] = int(bool(keys))
-    return ProgramSpec("exit.c", SYSCALLS, defines, {k: v for k, v in filters.items() if v})
+    return declare.program("exit.c", SYSCALLS, defines, pids=req.pids, comms=req.comms)
 
 
 def decode(d: Decoder, buf: bytes) -> SyscallEvent:
@@ -81,7 +81,7 @@ def decode(d: Decoder, buf: bytes) -> SyscallEvent:
 
 def exit_syscall_record(ev: SyscallEvent, keys: list[str]) -> Record:
     """SYSCALL as audit writes it for a call that never returned."""
-    return audit_records.syscall_record(ev, keys, result="none")
+    return syscall_record(ev, keys, result="none")
 
 
 def abend_record(ev: SyscallEvent, keys: list[str]) -> Record:
@@ -92,33 +92,29 @@ def abend_record(ev: SyscallEvent, keys: list[str]) -> Record:
               ("exe", enc_str(who.exe) if who.exe else "(null)"),
               ("sig", enc_int(d.signal)), ("res", "1"),
               ("core", enc_str("yes" if d.core else "no")),
-              ("status", audit_records.enc_own_int(d.status))]
+              ("status", enc_own_int(d.status))]
     if d.killer_pid:
-        fields += [("by_pid", audit_records.enc_own_int(d.killer_pid)),
-                   ("by_comm", enc_str(d.killer_comm))]
-    fields += [("key", audit_records.enc_key(keys)), audit_records.SRC]
+        fields += [("by_pid", enc_own_int(d.killer_pid)), ("by_comm", enc_str(d.killer_comm))]
+    fields += [("key", enc_key(keys)), SRC]
     return Record("ANOM_ABEND", fields)
 
 
 def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
     if ev.nr == -1:
-        return audit_records.event_of(ev, [abend_record(ev, keys)], serial)
-    records = [exit_syscall_record(ev, keys), audit_records.proctitle_record(ev.who)]
-    return audit_records.event_of(ev, records, serial)
+        return event_of(ev, [abend_record(ev, keys)], serial)
+    return event_of(ev, [exit_syscall_record(ev, keys), proctitle_record(ev.who)], serial)
 
 
 def audit_rules(req: ExitRequest, keys: list[str], arch: str = "b64") -> list[Rule]:
     """`-a always,exit -F arch=b64 -S exit -S exit_group [-F a0=N] [-F exe=PATH] [-F pid=P]
     -k KEY`, one rule per pid asked (kernel audit ORs rules). Audit has no rule for deaths
     by signal (its ANOM_ABEND covers core dumps only)."""
-    nrs = rule_syscalls(arch, SYSCALLS)
-    base: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
+    fields: declare.Fields = []
     if req.code is not None:
-        base.append(("a0", "=", req.code))
+        fields.append(("a0", "=", req.code))
     if req.exe is not None:
-        base.append(("exe", "=", req.exe))
-    tail: list[tuple[str, str, int | str]] = [("key", "=", k) for k in keys]
-    return [Rule(syscalls=nrs, fields=f) for f in each(base, tail, pid=req.pids)]
+        fields.append(("exe", "=", req.exe))
+    return declare.audit_rules(SYSCALLS, keys, fields, arch, pid=req.pids)
 
 
 def audit_filter(req: ExitRequest):
@@ -138,9 +134,7 @@ def audit_filter(req: ExitRequest):
                   abend if req.code is not None or exe is not None else None)
 
 
-def subcommand(req: ExitRequest, keys: list[str]):
-    from audtrace.tracer.session import Subcommand
-
+def subcommand(req: ExitRequest, keys: list[str]) -> Subcommand:
     return Subcommand(name="exit", program=program(req), decode=decode, to_audit=to_audit,
                       audit_rules=audit_rules(req, keys), audit_filter=audit_filter(req),
                       relay_types=("ANOM_ABEND",),
@@ -153,17 +147,15 @@ def _exe(_ctx, _param, value: str | None) -> str | None:
     return value
 
 
-@click.command()
+@declare.command(subcommand)
 @click.option("--exe", callback=_exe, metavar="PATH",
               help="Only processes running this executable (by inode, as audit's -F exe).")
 @click.option("--code", type=click.IntRange(-(1 << 31), (1 << 31) - 1), metavar="N",
               help="Only exit/exit_group calls with this code (a0); leaves out signal deaths.")
 @options.comm_option("Only processes with this comm.")
 @options.pid_option()
-@options.common_options
-def command(exe, code, comms, pids, **common) -> None:
+def command(_common, **request) -> ExitRequest:
     """How processes end: exit/exit_group with the code, or the signal that killed them."""
-    req = ExitRequest(exe=exe, code=code, comms=comms, pids=pids)
-    options.run(subcommand(req, list(common["keys"])), common)
+    return ExitRequest(**request)
 
 

@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 import click
 from audtrace.compat import ioctls
 from audtrace.compat.record import Event
-from audtrace.compat.rules import Rule, rule_syscalls
-from audtrace.tracer import options
-from audtrace.tracer import records as audit_records
-from audtrace.tracer.audit.match import each, process_filter
+from audtrace.compat.rules import Rule
+from audtrace.tracer import declare, options
+from audtrace.tracer.audit.match import process_filter
+from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf.events import Decoder, FileInfo, SyscallEvent
+from audtrace.tracer.ebpf.layout import kernel_dev
 from audtrace.tracer.ebpf.probes import ProgramSpec
-from audtrace.tracer.subcommands.exit import kernel_dev
+from audtrace.tracer.records import event_of, path_record, proctitle_record, syscall_record
 
 
 @dataclass
@@ -41,14 +42,9 @@ def file_key(path: str) -> bytes:
 
 
 def program(req: IoctlRequest) -> ProgramSpec:
-    filters: dict[str, list[int | bytes]] = {
-        "filter_pid": list(req.pids), "filter_comm": [c.encode() for c in req.comms],
-        "filter_request": list(req.requests), "filter_file": [file_key(p) for p in req.paths],
-    }
-    defines: dict[str, int | str] = {"FILTER_UID": 0}
-    for name, keys in filters.items():
-        defines[name.upper()] = int(bool(keys))
-    return ProgramSpec("ioctl.c", ("ioctl",), defines, {k: v for k, v in filters.items() if v})
+    return declare.program("ioctl.c", ("ioctl",), pids=req.pids, comms=req.comms,
+                           maps={"filter_request": list(req.requests),
+                                 "filter_file": [file_key(p) for p in req.paths]})
 
 
 def decode(d: Decoder, buf: bytes) -> SyscallEvent:
@@ -60,22 +56,16 @@ def decode(d: Decoder, buf: bytes) -> SyscallEvent:
 
 def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
     f: FileInfo | None = ev.detail
-    records = [audit_records.syscall_record(ev, keys, items=1 if f else 0)]
+    records = [syscall_record(ev, keys, items=1 if f else 0)]
     if f is not None:
-        records.append(audit_records.path_record(0, f.path, f))
-    records.append(audit_records.proctitle_record(ev.who))
-    return audit_records.event_of(ev, records, serial)
+        records.append(path_record(0, f.path, f))
+    records.append(proctitle_record(ev.who))
+    return event_of(ev, records, serial)
 
 
 def audit_rules(req: IoctlRequest, keys: list[str], arch: str = "b64") -> list[Rule]:
     """`-a always,exit -F arch=b64 -S ioctl [-F a1=REQ] -k KEY`, one rule per request."""
-    nrs = rule_syscalls(arch, ["ioctl"])
-    if not nrs:
-        return []
-    base: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
-    tail: list[tuple[str, str, int | str]] = [("key", "=", k) for k in keys]
-    return [Rule(syscalls=nrs, fields=f)
-            for f in each(base, tail, a1=req.requests, pid=req.pids)]
+    return declare.audit_rules(["ioctl"], keys, arch=arch, a1=req.requests, pid=req.pids)
 
 
 def audit_filter(req: IoctlRequest):
@@ -84,9 +74,7 @@ def audit_filter(req: IoctlRequest):
     return process_filter(comms=req.comms)
 
 
-def subcommand(req: IoctlRequest, keys: list[str]):
-    from audtrace.tracer.session import Subcommand
-
+def subcommand(req: IoctlRequest, keys: list[str]) -> Subcommand:
     return Subcommand(name="ioctl", program=program(req), decode=decode, to_audit=to_audit,
                       audit_rules=audit_rules(req, keys), audit_filter=audit_filter(req))
 
@@ -111,17 +99,15 @@ def _paths(_ctx, _param, values) -> list[str]:
     return list(values)
 
 
-@click.command()
+@declare.command(subcommand)
 @click.option("--request", "requests", multiple=True, callback=_requests, metavar="NAME|NUMBER",
               help="Only this request: RTC_SET_TIME, TCGETS, 0x4024700a (repeatable).")
 @click.option("--path", "paths", multiple=True, callback=_paths,
               help="Only ioctls on this file (its inode and device; repeatable).")
 @options.pid_option()
 @options.comm_option()
-@options.common_options
-def command(requests, paths, pids, comms, **common) -> None:
+def command(common, **request) -> IoctlRequest:
     """ioctl calls: the request decoded and the file behind the descriptor."""
-    if paths and common["source"] != "ebpf":
+    if request["paths"] and common["source"] != "ebpf":
         raise click.BadParameter(NO_AUDIT_PATH, param_hint="--path")
-    req = IoctlRequest(requests=requests, paths=paths, pids=pids, comms=comms)
-    options.run(subcommand(req, list(common["keys"])), common)
+    return IoctlRequest(**request)

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import click
 from audtrace.compat.record import Event, dec_str
-from audtrace.compat.rules import Rule, rule_syscalls
+from audtrace.compat.rules import Rule
 from audtrace.compat.signals import parse_signals
-from audtrace.tracer import options
-from audtrace.tracer import records as audit_records
+from audtrace.tracer import declare, options, records
+from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf.events import Decoder, KernelSignal, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 
@@ -37,25 +37,18 @@ class KillRequest:
 def program(req: KillRequest) -> ProgramSpec:
     wanted = set(req.signals) if req.signals else set(range(1, 65))
     mask = sum(1 << s for s in wanted if s < 64)
-    filters: dict[str, list[int | bytes]] = {
-        "filter_pid": list(req.pids), "filter_uid": list(req.uids),
-        "filter_comm": [c.encode() for c in req.comms],
-        "filter_tpid": list(req.target_pids),
-        "filter_tcomm": [c.encode() for c in req.target_comms],
-    }
-    defines: dict[str, int | str] = {
-        "SIG_MASK": f"{mask:#x}ULL", "SIG_64_WANTED": int(64 in wanted),
-        "KERNEL_SIGNALS": int(req.kernel_signals),
-    }
-    for map_name, keys in filters.items():
-        defines[map_name.upper()] = int(bool(keys))
-    return ProgramSpec("signal.c", SYSCALLS, defines, {k: v for k, v in filters.items() if v})
+    return declare.program(
+        "signal.c", SYSCALLS, {"SIG_MASK": f"{mask:#x}ULL", "SIG_64_WANTED": int(64 in wanted),
+                               "KERNEL_SIGNALS": int(req.kernel_signals)},
+        pids=req.pids, uids=req.uids, comms=req.comms,
+        maps={"filter_tpid": list(req.target_pids),
+              "filter_tcomm": [c.encode() for c in req.target_comms]})
 
 
 def to_audit(ev: SyscallEvent | KernelSignal, keys: list[str], serial: int) -> Event:
     if isinstance(ev, KernelSignal):
-        return audit_records.kernel_signal_events(ev, keys, serial)
-    return audit_records.syscall_event(ev, keys, serial)
+        return records.kernel_signal_events(ev, keys, serial)
+    return records.syscall_event(ev, keys, serial)
 
 
 def decode(d: Decoder, buf: bytes) -> SyscallEvent | KernelSignal:
@@ -75,17 +68,15 @@ def decode(d: Decoder, buf: bytes) -> SyscallEvent | KernelSignal:
 def audit_rules(signals: list[int], keys: list[str], arch: str = "b64") -> list[Rule]:
     """The same request as kernel audit rules: one per (argument, signal), as auditctl would
     write `-a always,exit -F arch=b64 -S kill -S tkill ... -F a1=15 -F key=KEY`.
-    No signals: one rule for all six syscalls, every signal."""
-    tail = [("key", "=", k) for k in keys]
-    by_arg: dict[str, list[int]] = {}
-    for name, arg in SIGNAL_ARG.items():
-        for nr in rule_syscalls(arch, [name]):  # none when the arch lacks it
-            by_arg.setdefault(f"a{arg}", []).append(nr)
+    No signals: one rule for all six syscalls, every signal. The sender and target filters
+    are the relay filter's (`audit_filter`)."""
     if not signals:
-        every = [nr for nrs in by_arg.values() for nr in nrs]
-        return [Rule(syscalls=every, fields=[("arch", "=", arch), *tail])]
-    return [Rule(syscalls=nrs, fields=[("arch", "=", arch), (arg, "=", sig), *tail])
-            for arg, nrs in by_arg.items() for sig in signals]
+        return declare.audit_rules(SYSCALLS, keys, arch=arch)
+    by_arg: dict[str, list[str]] = {}
+    for name, arg in SIGNAL_ARG.items():
+        by_arg.setdefault(f"a{arg}", []).append(name)
+    return [rule for arg, names in by_arg.items()
+            for rule in declare.audit_rules(names, keys, arch=arch, **{arg: signals})]
 
 
 def audit_filter(req: KillRequest):
@@ -111,9 +102,7 @@ def audit_filter(req: KillRequest):
     return keep
 
 
-def subcommand(req: KillRequest, keys: list[str]):
-    from audtrace.tracer.session import Subcommand
-
+def subcommand(req: KillRequest, keys: list[str]) -> Subcommand:
     return Subcommand(name="kill", program=program(req), decode=decode, to_audit=to_audit,
                       audit_rules=audit_rules(req.signals, keys), audit_filter=audit_filter(req))
 
@@ -129,7 +118,7 @@ def _signals(_ctx, _param, value) -> list[int]:
         raise click.BadParameter(str(e)) from None
 
 
-@click.command()
+@declare.command(subcommand)
 @click.option("--sig", "signals", callback=_signals, metavar="LIST",
               help="Signals to report: numbers or names (15,12 / TERM,USR2 / SIGTERM)."
               " Default: all.")
@@ -140,11 +129,6 @@ def _signals(_ctx, _param, value) -> list[int]:
 @options.comm_option("Only signals to this comm.", "--target-comm", "target_comms")
 @click.option("--kernel-signals/--no-kernel-signals", default=True, show_default=True,
               help="Also report signals the kernel generates itself (faults, SIGPIPE, OOM).")
-@options.common_options
-def command(signals, pids, comms, uids, target_pids, target_comms, kernel_signals,
-            **common) -> None:
+def command(_common, **request) -> KillRequest:
     """Who sends which signal to whom (kill, tkill, tgkill, sigqueue, pidfd)."""
-    req = KillRequest(signals=signals, pids=pids, comms=comms, uids=uids,
-                      target_pids=target_pids, target_comms=target_comms,
-                      kernel_signals=kernel_signals)
-    options.run(subcommand(req, list(common["keys"])), common)
+    return KillRequest(**request)

@@ -9,17 +9,18 @@ with `--source audit|both` they are applied to the relayed events (their SOCKADD
 from __future__ import annotations
 
 import ipaddress
+import socket
 from dataclasses import dataclass, field
 
 import click
 from audtrace.compat.record import Event
-from audtrace.compat.rules import Rule, rule_syscalls
-from audtrace.tracer import options
-from audtrace.tracer import records as audit_records
-from audtrace.tracer.audit.match import all_of, each, process_filter
+from audtrace.compat.rules import Rule
+from audtrace.tracer import declare, options
+from audtrace.tracer.audit.match import address_filter, all_of, process_filter
+from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
-from audtrace.tracer.subcommands.bind import addr_key, address_filter
+from audtrace.tracer.records import event_of, proctitle_record, sockaddr_record, syscall_record
 
 SYSCALLS = ("connect", "accept", "accept4")
 
@@ -39,15 +40,17 @@ class NetDetail:
     port: int
 
 
+def addr_key(text: str) -> bytes:
+    """An address as bpf/net.c's filter_addr map keys it: u32 family, 16 address bytes."""
+    ip = ipaddress.ip_address(text)
+    fam = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+    return fam.to_bytes(4, "little") + ip.packed.ljust(16, b"\0")
+
+
 def program(req: NetRequest) -> ProgramSpec:
-    filters: dict[str, list[int | bytes]] = {
-        "filter_pid": list(req.pids), "filter_comm": [c.encode() for c in req.comms],
-        "filter_port": list(req.ports), "filter_addr": [addr_key(a) for a in req.addrs],
-    }
-    defines: dict[str, int | str] = {"FILTER_UID": 0}
-    for name, keys in filters.items():
-        defines[name.upper()] = int(bool(keys))
-    return ProgramSpec("net.c", SYSCALLS, defines, {k: v for k, v in filters.items() if v})
+    return declare.program("net.c", SYSCALLS, pids=req.pids, comms=req.comms,
+                           maps={"filter_port": list(req.ports),
+                                 "filter_addr": [addr_key(a) for a in req.addrs]})
 
 
 def decode(d: Decoder, buf: bytes) -> SyscallEvent:
@@ -60,22 +63,20 @@ def decode(d: Decoder, buf: bytes) -> SyscallEvent:
 
 def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
     d: NetDetail = ev.detail
-    records = [audit_records.syscall_record(ev, keys)]
+    records = [syscall_record(ev, keys)]
     if d.saddr is not None:
-        records.append(audit_records.sockaddr_record(d.saddr))
-    records.append(audit_records.proctitle_record(ev.who))
-    return audit_records.event_of(ev, records, serial)
+        records.append(sockaddr_record(d.saddr))
+    records.append(proctitle_record(ev.who))
+    return event_of(ev, records, serial)
 
 
 def audit_rules(req: NetRequest, keys: list[str], arch: str = "b64") -> list[Rule]:
     """`-a always,exit -F arch=b64 -S connect -S accept -S accept4 [-F pid=P] -k KEY`."""
-    nrs = rule_syscalls(arch, SYSCALLS)
-    fields: list[tuple[str, str, int | str]] = [("arch", "=", arch)]
     fams = {ipaddress.ip_address(a).version for a in req.addrs}
+    fields: declare.Fields = []
     if len(fams) == 1:
         fields.append(("saddr_fam", "=", 2 if fams == {4} else 10))
-    tail: list[tuple[str, str, int | str]] = [("key", "=", k) for k in keys]
-    return [Rule(syscalls=nrs, fields=f) for f in each(fields, tail, pid=req.pids)]
+    return declare.audit_rules(SYSCALLS, keys, fields, arch, pid=req.pids)
 
 
 def audit_filter(req: NetRequest):
@@ -85,22 +86,18 @@ def audit_filter(req: NetRequest):
     return all_of(process_filter(comms=req.comms), address_filter(req.ports, req.addrs))
 
 
-def subcommand(req: NetRequest, keys: list[str]):
-    from audtrace.tracer.session import Subcommand
-
+def subcommand(req: NetRequest, keys: list[str]) -> Subcommand:
     return Subcommand(name="net", program=program(req), decode=decode, to_audit=to_audit,
                       audit_rules=audit_rules(req, keys), audit_filter=audit_filter(req))
 
 
-@click.command()
+@declare.command(subcommand)
 @click.option("--port", "ports", multiple=True, callback=options.ints("port", 0, 65535),
               help="Only this port (connect: the remote one; accept: the peer's).")
 @click.option("--addr", "addrs", multiple=True, callback=options.addresses,
               help="Only this address (connect: remote; accept: the peer).")
 @options.pid_option()
 @options.comm_option()
-@options.common_options
-def command(ports, addrs, pids, comms, **common) -> None:
+def command(_common, **request) -> NetRequest:
     """Outgoing connects and accepted connections, with the address, success and failure."""
-    req = NetRequest(ports=ports, addrs=addrs, pids=pids, comms=comms)
-    options.run(subcommand(req, list(common["keys"])), common)
+    return NetRequest(**request)

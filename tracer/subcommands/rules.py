@@ -24,12 +24,13 @@ import click
 from audtrace.compat import rules as R
 from audtrace.compat import tables
 from audtrace.compat.record import Event
-from audtrace.tracer import options
-from audtrace.tracer import records as audit_records
+from audtrace.tracer import declare, options
 from audtrace.tracer.audit.netlink import AuditError
+from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf import features, rule_filter
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
+from audtrace.tracer.records import event_of, proctitle_record, syscall_record
 
 # auditctl settings of the kernel audit subsystem itself: audtrace leaves them alone
 _SETTINGS = {"enabled": "-e", "failure": "-f", "backlog_limit": "-b", "rate_limit": "-r",
@@ -56,7 +57,7 @@ def spec_for(plan: rule_filter.Plan, trace_tree: list[int] | None = None) -> Pro
     """bpf/rules.c with the plan's filters. The syscalls' own tracepoints when they are few
     and all exist, else raw_syscalls (every syscall; 32-bit calls skipped in the kernel)."""
     host = tables.host_arch()
-    defines: dict[str, int | str] = {"FILTER_PID": 0, "FILTER_UID": 0, "FILTER_COMM": 0}
+    defines: dict[str, int | str] = {}
     for name in rule_filter.NO_RETURN:
         nr = tables.syscall_number(host, name)
         defines[f"NR_{name.upper()}"] = -1 if nr is None else nr
@@ -66,7 +67,6 @@ def spec_for(plan: rule_filter.Plan, trace_tree: list[int] | None = None) -> Pro
     names = sorted(n for nr in (nrs or ()) if (n := tables.syscall_name(host, nr)))
     raw = (nrs is None or len(names) != len(nrs) or len(names) > RAW_ABOVE
            or (bool(names) and not features.tracepoints_exist(names)))
-    filters: dict[str, list[int | bytes]] = {}
     if raw:
         defines["RAW_SYSCALLS"] = 1
         machine = tables.arch_name(host) or ""
@@ -77,9 +77,8 @@ def spec_for(plan: rule_filter.Plan, trace_tree: list[int] | None = None) -> Pro
         names = []
     if trace_tree is not None:
         defines["TRACE_TREE"] = 1
-        filters["traced"] = list(trace_tree)
-    return ProgramSpec("rules.c", tuple(names), defines, filters,
-                       generated=rule_filter.c_source(plan, host))
+    return declare.program("rules.c", names, defines, maps={"traced": list(trace_tree or [])},
+                           generated=rule_filter.c_source(plan, host))
 
 
 def decoder(d: Decoder, buf: bytes) -> SyscallEvent:
@@ -96,10 +95,9 @@ def records_for(plan: rule_filter.Plan):
     def to_audit(ev: SyscallEvent, _keys: list[str], serial: int) -> Event:
         detail: RuleDetail = ev.detail
         # exit/exit_group: audit writes no result; its success test is IS_ERR_VALUE
-        sysc = audit_records.syscall_record(ev, plan.keys(detail.rule),
+        sysc = syscall_record(ev, plan.keys(detail.rule),
                                             result="is_err" if detail.returned else "none")
-        records = [sysc, audit_records.proctitle_record(ev.who)]
-        return audit_records.event_of(ev, records, serial)
+        return event_of(ev, [sysc, proctitle_record(ev.who)], serial)
     return to_audit
 
 
@@ -207,9 +205,7 @@ class Refusals:
 
 
 def subcommand(plan: rule_filter.Plan, source: str, rules: list[R.Rule],
-               refusals: Refusals | None = None):
-    from audtrace.tracer.session import Subcommand
-
+               refusals: Refusals | None = None) -> Subcommand:
     # both: the kernel runs every rule as auditctl would load it, to compare
     kernel = list(rules) if source == "both" else list(plan.audit)
     return Subcommand(name="rules", program=spec_for(plan), decode=decoder,

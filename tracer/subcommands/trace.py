@@ -21,6 +21,7 @@ import click
 from audtrace.compat import rules as R
 from audtrace.compat import tables
 from audtrace.tracer import options
+from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf import rule_filter
 from audtrace.tracer.subcommands.rules import decoder, records_for, spec_for
 
@@ -88,9 +89,7 @@ def trace_rule(syscalls: list[str]) -> R.Rule:
     return R.Rule("exit", "always", tuple(sorted(set(nrs))), (("arch", "=", b64),))
 
 
-def subcommand(child: Child, rule: R.Rule, keys: list[str]):
-    from audtrace.tracer.session import Subcommand
-
+def subcommand(child: Child, rule: R.Rule, keys: list[str]) -> Subcommand:
     if keys:
         rule = R.Rule(rule.list, rule.action, rule.syscalls,
                       (*rule.fields, ("key", "=", R.KEY_SEP.join(keys))))

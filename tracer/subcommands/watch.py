@@ -5,10 +5,12 @@ exec, attribute change) whose path lookup meets the watched inode, or its name i
 parent directory (creation, rename, deletion), reported as SYSCALL, CWD, PATH (PARENT,
 DELETE, CREATE items as the lookup found them) and PROCTITLE. The kernel matches inodes
 during path lookup; syscall tracepoints see only the user's strings before the lookup
-and, for unlink or rename, nothing of the inode after it, and this kernel refuses the
-kprobes/fentry/LSM programs that could see it. So eBPF cannot give these semantics
-exactly, and the watch runs on kernel audit (a watch rule over netlink, removed at exit);
-`--source ebpf` is refused with that reason rather than answered approximately.
+and, for unlink or rename, nothing of the inode after it. Only programs inside the
+kernel's path lookup (kprobes, fentry, LSM hooks) could see what audit matches; many
+kernels offer none of them (no CONFIG_KPROBES, fentry and LSM programs refused under
+lockdown), and audtrace builds no watch on them. So the watch runs on kernel audit (a
+watch rule over netlink, removed at exit); `--source ebpf` is refused with that reason
+rather than answered approximately.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ from dataclasses import dataclass
 
 import click
 from audtrace.compat.rules import Rule
-from audtrace.tracer import options
-from audtrace.tracer.ebpf.probes import ProgramSpec
+from audtrace.tracer import declare
+from audtrace.tracer.declare import Subcommand
 
-WHY_NOT_EBPF = ("eBPF cannot watch exactly here: syscall tracepoints see path strings before "
-                "lookup and no inode after an unlink or rename, and kprobes/fentry/LSM "
-                "programs are refused by this kernel")
+WHY_NOT_EBPF = ("eBPF cannot watch exactly: syscall tracepoints see path strings before "
+                "lookup and no inode after an unlink or rename, and audtrace has no watch "
+                "on the kprobe/fentry/LSM programs that could (many kernels refuse them)")
 
 
 @dataclass
@@ -41,14 +43,8 @@ def audit_rules(req: WatchRequest, keys: list[str]) -> list[Rule]:
     return [Rule(syscalls=[], fields=fields)]
 
 
-def subcommand(req: WatchRequest, keys: list[str]):
-    from audtrace.tracer.session import Subcommand
-
-    def no_events(*_args):      # no eBPF program runs for a watch
-        raise AssertionError("watch has no eBPF events")
-
-    return Subcommand(name="watch", program=ProgramSpec("watch-none", ()), decode=no_events,
-                      to_audit=no_events, audit_rules=audit_rules(req, keys),
+def subcommand(req: WatchRequest, keys: list[str]) -> Subcommand:
+    return Subcommand(name="watch", audit_rules=audit_rules(req, keys),
                       mechanism="kernel audit watch", audit_always=True)
 
 
@@ -58,12 +54,11 @@ def _perms(_ctx, _param, value: str) -> str:
     return "".join(c for c in "rwxa" if c in value)
 
 
-@click.command()
+@declare.command(subcommand)
 @click.argument("path", type=click.Path())
 @click.option("-p", "--perm", "perms", default="rwxa", show_default=True, callback=_perms,
               help="What to report: r read, w write, x execute, a attribute change.")
-@options.common_options
-def command(path, perms, **common) -> None:
+def command(common, path, perms) -> WatchRequest:
     """File watches with audit's semantics (-w PATH -p PERM), on kernel audit."""
     ctx = click.get_current_context()
     if ctx.get_parameter_source("source") == click.core.ParameterSource.DEFAULT:
@@ -75,4 +70,4 @@ def command(path, perms, **common) -> None:
         raise click.BadParameter(f"{os.path.dirname(path)!r} is not a directory: audit watches"
                                  " a name in an existing directory", param_hint="PATH")
     click.echo(f"audtrace: watch on kernel audit: {WHY_NOT_EBPF}", err=True)
-    options.run(subcommand(WatchRequest(path=path, perms=perms), list(common["keys"])), common)
+    return WatchRequest(path=path, perms=perms)
