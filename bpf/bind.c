@@ -11,7 +11,7 @@
  * Where the kernel offers kprobes, bind_conflict.c (included at the end when
  * CONFLICT_KPROBES) adds the kernel's own conflict decision to the parked event.
  */
-#include "identity.h"
+#include "task.h"
 
 #include "sockaddr.h"
 #define AF_INET 2

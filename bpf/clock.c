@@ -6,7 +6,7 @@
  * moves with every setting of the wall clock and never by its own leap, so the two
  * readings less the TAI offset are the wall time before and after the call.
  */
-#include "identity.h"
+#include "task.h"
 
 /* RTC_SET_TIME comes from user space (compat/ioctls.py), as the syscall numbers do */
 #define ADJ_SETOFFSET 0x0100

@@ -11,7 +11,7 @@
  * indexed by CPU: per-CPU map values are limited to 32 KiB) and sent as the event's extra,
  * argv at its used length.
  */
-#include "file_path.h"
+#include "file.h"
 
 #define NAME_MAX_LEN 256
 #define ARGV_MAX 32768          /* bytes of argv kept; argv_full says how many there were */

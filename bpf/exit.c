@@ -9,7 +9,7 @@
  * Filters: --comm/--pid (sender filters of syscall_event.h), --code (a0, as audit's rule),
  * --exe (the executable's inode and device, as audit's `-F exe=` compares them).
  */
-#include "identity.h"
+#include "task.h"
 
 #define EV_TASK_EXIT 3
 

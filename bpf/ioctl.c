@@ -5,7 +5,7 @@
  * record says of a file. Filters: the request (a1) before anything is captured, the file
  * (inode + device, as audit compares watched inodes) once it is known.
  */
-#include "file_path.h"
+#include "file.h"
 
 struct family_extra {
 	struct file_info file;

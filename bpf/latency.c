@@ -17,7 +17,7 @@
  * Kernel functions (FUNC_FENTRY or FUNC_KPROBE, FUNC_NAME): the same aggregation with
  * key nr = FUNC_NR, from fentry/fexit or kprobe/kretprobe.
  */
-#include "identity.h"
+#include "task.h"
 
 struct family_extra {
 	u64 latency_ns;

@@ -8,7 +8,7 @@
  * no SOCKADDR, as in audit.
  * Filters (port, address) on the sockaddr, at entry for connect and at exit for accept.
  */
-#include "identity.h"
+#include "task.h"
 
 #include "sockaddr.h"
 #define AF_INET 2

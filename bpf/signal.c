@@ -8,7 +8,7 @@
  * (fault, SIGPIPE, OOM killer, timer, tty): reported as its own event when KERNEL_SIGNALS.
  * A send that generated nothing (refused, signal 0) finds its target by number at exit.
  */
-#include "identity.h"
+#include "task.h"
 
 #define MAX_TARGETS 8
 #define EV_KERNEL_SIGNAL 2

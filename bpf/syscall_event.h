@@ -12,7 +12,7 @@
 #ifndef AUDTRACE_SYSCALL_EVENT_H
 #define AUDTRACE_SYSCALL_EVENT_H
 
-#include "identity.h"
+#include "task.h"
 
 #define EV_SYSCALL 1
 

@@ -4,8 +4,8 @@
  * kernel's BTF and passes in as OFF_* constants (see tracer/kernel_layout.py), never through
  * the header tree BCC compiles against, whose layouts may belong to another kernel.
  */
-#ifndef AUDTRACE_IDENTITY_H
-#define AUDTRACE_IDENTITY_H
+#ifndef AUDTRACE_TASK_H
+#define AUDTRACE_TASK_H
 
 #define COMM_LEN 16
 #define TTY_LEN 32

@@ -4,10 +4,10 @@
  * then its inode (number, device, mode, owner, rdev) and its path, walked by capture_path()
  * (identity.h). The working directory: task->fs->pwd. Offsets from BTF, as everywhere.
  */
-#ifndef AUDTRACE_FILE_PATH_H
-#define AUDTRACE_FILE_PATH_H
+#ifndef AUDTRACE_FILE_H
+#define AUDTRACE_FILE_H
 
-#include "identity.h"
+#include "task.h"
 
 struct file_info {
 	u64 ino;
