@@ -114,7 +114,8 @@ def command(declaration: Callable[[Any, list[str]], Subcommand]) -> Callable:
 
         @functools.wraps(f)
         def run(**params) -> None:
-            common = {name: params.pop(name) for name in _common_names()}
+            # `audtrace compare` drops --source from the command: it runs both
+            common = {name: params.pop(name) for name in _common_names() if name in params}
             request = f(common, **params)
             options.run(declaration(request, list(common["keys"])), common)
 

@@ -220,7 +220,7 @@ def test_pip_install_gives_a_namespaced_console_script(tmp_path: Path) -> None:
     assert (site / "audtrace/bpf/signal.c").is_file()
     assert (site / "audtrace/compat/data/syscalls-x86_64.tsv").is_file()
     # the installed copy finds its BPF sources and tables, not the checkout's
-    code = ("from audtrace.tracer import probes; from audtrace.compat import tables;"
+    code = ("from audtrace.tracer.ebpf import probes; from audtrace.compat import tables;"
             "print(probes.BPF_DIR, tables.syscall_number(tables.host_arch(), 'kill'))")
     r = run(venv / "bin/python", "-c", code, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
