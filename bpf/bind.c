@@ -11,11 +11,7 @@
  * Where the kernel offers kprobes, bind_conflict.c (included at the end when
  * CONFLICT_KPROBES) adds the kernel's own conflict decision to the parked event.
  */
-#include "task.h"
-
 #include "sockaddr.h"
-#define AF_INET 2
-#define AF_INET6 10
 
 struct family_extra {
 	u32 addrlen;            /* a2 */
@@ -27,7 +23,7 @@ struct family_extra {
 	/* the kernel's conflict decision (kprobe path; cf_seen = 0 elsewhere) */
 	u32 cf_seen;            /* the conflict check ran in this bind */
 	s32 cf_result;          /* its return value: nonzero = conflict */
-	u32 cf_func;            /* which check: 1 inet_csk_bind_conflict, 2 udp_lib_get_port */
+	u32 cf_func;            /* which check: CF_FUNC_CSK, CF_FUNC_UDP (bind_conflict.c) */
 	u16 cf_port;            /* the port the bucket holds (host order) */
 	u16 cf_family;          /* the conflicting socket's family, 0 if none was seen */
 	u8 cf_state, cf_reuse, cf_reuseport, cf_ipv6only;
@@ -48,13 +44,13 @@ BPF_HASH(filter_port, u32, u8, 64);
 
 static __always_inline u32 netns_of(void *task)
 {
-	void *nsproxy = task_ptr(task, OFF_TASK_NSPROXY);
+	void *nsproxy = read_ptr(task, OFF_TASK_NSPROXY);
 	void *net;
 
 	if (!nsproxy)
 		return 0;
-	net = task_ptr(nsproxy, OFF_NSPROXY_NET_NS);
-	return net ? task_u32(net, OFF_NET_NS_INUM) : 0;
+	net = read_ptr(nsproxy, OFF_NSPROXY_NET_NS);
+	return net ? read_u32(net, OFF_NET_NS_INUM) : 0;
 }
 
 /* audtrace's own binds (netlink sockets of its sock_diag lookups) are not reported */
@@ -92,7 +88,7 @@ static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
 	x->cf_family = 0;
 	x->netns = netns_of(task);
 #ifdef OFF_TASK_AUDIT_CONTEXT
-	x->audit_ctx = task_ptr(task, OFF_TASK_AUDIT_CONTEXT) != 0;
+	x->audit_ctx = read_ptr(task, OFF_TASK_AUDIT_CONTEXT) != 0;
 #else
 	x->audit_ctx = 0;
 #endif

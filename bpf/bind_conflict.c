@@ -61,10 +61,10 @@ static __always_inline void capture_owner(struct family_extra *x, void *sk2)
 		bpf_probe_read_kernel(x->cf_raddr, 4, sk2 + OFF_CF_SKC_DADDR);
 	}
 	READ_KERNEL(x->cf_uid, sk2, OFF_CF_SK_UID);
-	net = task_ptr(sk2, OFF_CF_SKC_NET);
-	x->cf_netns = net ? task_u32(net, OFF_NET_NS_INUM) : 0;
+	net = read_ptr(sk2, OFF_CF_SKC_NET);
+	x->cf_netns = net ? read_u32(net, OFF_NET_NS_INUM) : 0;
 	x->cf_inode = 0;
-	sock = task_ptr(sk2, OFF_CF_SK_SOCKET);
+	sock = read_ptr(sk2, OFF_CF_SK_SOCKET);
 	if (sock) {
 		/* struct socket lives inside struct socket_alloc, next to its inode */
 		inode = sock - OFF_CF_SOCKALLOC_SOCKET + OFF_CF_SOCKALLOC_INODE;

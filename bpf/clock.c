@@ -6,8 +6,6 @@
  * moves with every setting of the wall clock and never by its own leap, so the two
  * readings less the TAI offset are the wall time before and after the call.
  */
-#include "task.h"
-
 /* RTC_SET_TIME comes from user space (compat/ioctls.py), as the syscall numbers do */
 #define ADJ_SETOFFSET 0x0100
 #define ADJ_NANO 0x2000

@@ -53,7 +53,7 @@ static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
 
 static __always_inline void capture_argv(struct exec_extra *out, void *task)
 {
-	void *mm = task_ptr(task, OFF_TASK_MM);
+	void *mm = read_ptr(task, OFF_TASK_MM);
 	unsigned long start = 0, end = 0, stack = 0;
 	u64 len;
 
@@ -104,12 +104,10 @@ static __always_inline int family_exit(void *ctx, struct syscall_event *ev)
 	out->argv_len = 0;
 	out->argv_full = 0;
 	if (ev->ret == 0) {
-		void *mm = task_ptr(task, OFF_TASK_MM);
-
-		void *file = mm ? task_ptr(mm, OFF_MM_EXE_FILE) : 0;
+		void *file = exe_file(task);
 
 		/* PATH names the file as given: its inode, no walk (exe= has the path) */
-		capture_inode(&out->file, file ? task_ptr(file, OFF_FILE_F_INODE) : 0);
+		capture_inode(&out->file, file ? read_ptr(file, OFF_FILE_F_INODE) : 0);
 		capture_argv(out, task);
 	}
 	submit_parts(ctx, ev, out, __builtin_offsetof(struct exec_extra, argv) + out->argv_len);

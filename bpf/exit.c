@@ -9,7 +9,7 @@
  * Filters: --comm/--pid (sender filters of syscall_event.h), --code (a0, as audit's rule),
  * --exe (the executable's inode and device, as audit's `-F exe=` compares them).
  */
-#include "task.h"
+#include "file.h"
 
 #define EV_TASK_EXIT 3
 
@@ -34,19 +34,12 @@ BPF_TABLE("lru_hash", u32, struct sender, last_signal, 4096);
 
 static __always_inline int exe_wanted(void *task)
 {
-	void *mm, *file, *inode, *sb;
-	unsigned long ino = 0;
+	struct exe_id exe = {};
 
 	if (!FILTER_EXE)
 		return 1;
-	mm = task_ptr(task, OFF_TASK_MM);
-	file = mm ? task_ptr(mm, OFF_MM_EXE_FILE) : 0;
-	inode = file ? task_ptr(file, OFF_FILE_F_INODE) : 0;
-	if (!inode)
-		return 0;
-	READ_KERNEL(ino, inode, OFF_INODE_I_INO);
-	sb = task_ptr(inode, OFF_INODE_I_SB);
-	return ino == EXE_INO && sb && task_u32(sb, OFF_SUPER_S_DEV) == EXE_DEV;
+	exe_identity(&exe, task);
+	return exe.ino == EXE_INO && exe.dev == EXE_DEV;
 }
 
 static __always_inline int family_want(int nr, const u64 *a)
@@ -85,7 +78,7 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	u64 pid_tgid = bpf_get_current_pid_tgid();
 	u32 tid = (u32)pid_tgid, tgid = pid_tgid >> 32;
 	void *task = (void *)bpf_get_current_task();
-	s32 code = (s32)task_u32(task, OFF_TASK_EXIT_CODE);
+	s32 code = (s32)read_u32(task, OFF_TASK_EXIT_CODE);
 	struct syscall_event *ev = inflight.lookup(&tid);
 
 	if (ev) {
@@ -126,7 +119,7 @@ RAW_TRACEPOINT_PROBE(signal_generate)
 	/* SIGCHLD at every exit would only churn the table; result 0: delivered */
 	if (sig == 17 || result != 0)
 		return 0;
-	tgid = task_u32(victim, OFF_TASK_TGID);
+	tgid = read_u32(victim, OFF_TASK_TGID);
 	s.pid = bpf_get_current_pid_tgid() >> 32;
 	s.sig = sig;
 	bpf_get_current_comm(s.comm, sizeof(s.comm));

@@ -4,7 +4,7 @@
  * (slot = bit length of the nanoseconds: slot k >= 1 holds [2^(k-1), 2^k)) plus exact
  * count/sum/min/max, in per-CPU hashes keyed by syscall (and process with PER_PROCESS).
  * Nothing crosses to user space per call, except calls slower than SLOWER_THAN_NS: those
- * become a syscall_event (identity captured at entry) with the latency, on the perf buffer.
+ * become a syscall_event (identity captured at entry) with the latency, sent as any event.
  *
  * exit and exit_group never return: their latency ends at the task's last context switch
  * (raw tracepoint sched_switch once exit_state is set), attached only when they are traced.
@@ -17,8 +17,6 @@
  * Kernel functions (FUNC_FENTRY or FUNC_KPROBE, FUNC_NAME): the same aggregation with
  * key nr = FUNC_NR, from fentry/fexit or kprobe/kretprobe.
  */
-#include "task.h"
-
 struct family_extra {
 	u64 latency_ns;
 };
@@ -247,7 +245,7 @@ int on_sched_switch(struct bpf_raw_tracepoint_args *ctx)
 
 	if (!x || ctx->args[0] /* preempted */)
 		return 0;
-	if (!task_u32((void *)bpf_get_current_task(), OFF_TASK_EXIT_STATE))
+	if (!read_u32((void *)bpf_get_current_task(), OFF_TASK_EXIT_STATE))
 		return 0;
 	delta = t - x->ts;
 	nr = x->nr;

@@ -8,11 +8,7 @@
  * no SOCKADDR, as in audit.
  * Filters (port, address) on the sockaddr, at entry for connect and at exit for accept.
  */
-#include "task.h"
-
 #include "sockaddr.h"
-#define AF_INET 2
-#define AF_INET6 10
 
 struct family_extra {
 	u64 addr_ptr;           /* accept: the caller's buffers */

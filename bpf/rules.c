@@ -21,49 +21,23 @@ struct family_extra {
 };
 
 #include "syscall_event.h"
-
-struct exe_id {
-	u64 ino;
-	u32 dev;
-	u32 pad;
-};
+#include "file.h"
 
 #ifdef TRACE_TREE
 BPF_HASH(traced, u32, u8, 65536);
 #endif
-
-static __always_inline void exe_identity(struct exe_id *x, void *task)
-{
-	void *mm = task_ptr(task, OFF_TASK_MM);
-	void *file, *inode, *sb;
-
-	x->ino = 0;
-	x->dev = 0;
-	if (!mm)
-		return;
-	file = task_ptr(mm, OFF_MM_EXE_FILE);
-	if (!file)
-		return;
-	inode = task_ptr(file, OFF_FILE_F_INODE);
-	if (!inode)
-		return;
-	READ_KERNEL(x->ino, inode, OFF_INODE_I_INO);
-	sb = task_ptr(inode, OFF_INODE_I_SB);
-	if (sb)
-		x->dev = task_u32(sb, OFF_SUPER_S_DEV);
-}
 
 /* Is gid one of the task's supplementary groups? The kernel's groups_search: a binary
  * search of the sorted group_info->gid[]; 17 halvings cover NGROUPS_MAX (65536). */
 static __always_inline int in_groups(u32 gid)
 {
 	void *task = (void *)bpf_get_current_task();
-	void *gi = task_ptr(task_ptr(task, OFF_TASK_CRED), OFF_CRED_GROUP_INFO);
+	void *gi = read_ptr(read_ptr(task, OFF_TASK_CRED), OFF_CRED_GROUP_INFO);
 	u32 lo = 0, hi = 0;
 
 	if (!gi)
 		return 0;
-	hi = task_u32(gi, OFF_GROUP_INFO_NGROUPS);
+	hi = read_u32(gi, OFF_GROUP_INFO_NGROUPS);
 	/* a bounded loop (kernel >= 5.3): the data-dependent break keeps it from unrolling */
 	for (int i = 0; i < 17; i++) {
 		u32 mid, g;
@@ -71,7 +45,7 @@ static __always_inline int in_groups(u32 gid)
 		if (lo >= hi)
 			break;
 		mid = lo + (hi - lo) / 2;
-		g = task_u32(gi, OFF_GROUP_INFO_GID + (u64)mid * 4);
+		g = read_u32(gi, OFF_GROUP_INFO_GID + (u64)mid * 4);
 		if (g == gid)
 			return 1;
 		if (gid > g)
@@ -138,7 +112,7 @@ static __always_inline int rules_on_enter(void *ctx, s32 nr, const u64 *args)
 	}
 #endif
 #ifdef COMPAT_OFF
-	if (task_u32((void *)bpf_get_current_task(), COMPAT_OFF) & COMPAT_MASK)
+	if (read_u32((void *)bpf_get_current_task(), COMPAT_OFF) & COMPAT_MASK)
 		return 0;
 #endif
 	if (!rules_enter(nr, a))
@@ -205,13 +179,13 @@ RAW_TRACEPOINT_PROBE(sched_process_fork)
 {
 	void *parent = (void *)ctx->args[0];
 	void *child = (void *)ctx->args[1];
-	u32 ptgid = task_u32(parent, OFF_TASK_TGID);
+	u32 ptgid = read_u32(parent, OFF_TASK_TGID);
 	u32 ctgid;
 	u8 one = 1;
 
 	if (!traced.lookup(&ptgid))
 		return 0;
-	ctgid = task_u32(child, OFF_TASK_TGID);
+	ctgid = read_u32(child, OFF_TASK_TGID);
 	traced.update(&ctgid, &one);
 	return 0;
 }

@@ -8,6 +8,7 @@
  * (fault, SIGPIPE, OOM killer, timer, tty): reported as its own event when KERNEL_SIGNALS.
  * A send that generated nothing (refused, signal 0) finds its target by number at exit.
  */
+#include "pid.h"
 #include "task.h"
 
 #define MAX_TARGETS 8
@@ -112,12 +113,16 @@ static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
 	return 1;
 }
 
-/* errno values and SI_TKILL are user ABI; our names, as the header tree may define them */
+/* errno values and siginfo codes are user ABI; our names, as the header tree may define
+ * them */
 #define ERR_PERM 1
 #define ERR_SRCH 3
 #define ERR_FAULT 14
 #define ERR_INVAL 22
-#define CODE_TKILL (-6)
+#define CODE_USER 0             /* SI_USER: kill() */
+#define CODE_KERNEL 0x80        /* SI_KERNEL */
+#define CODE_QUEUE (-1)         /* SI_QUEUE: sigqueue() */
+#define CODE_TKILL (-6)         /* SI_TKILL: tkill(), tgkill() */
 
 /* No signal generated: did the kernel get as far as its permission check on a target
  * (audit_signal_info, where audit takes OBJ_PID)? Not when the target was not found or
@@ -177,10 +182,11 @@ RAW_TRACEPOINT_PROBE(signal_generate)
 	if ((unsigned long)info > 1)
 		READ_KERNEL(code, info, OFF_SIGINFO_CODE);
 	else
-		code = (unsigned long)info ? 0x80 /* SI_KERNEL */ : 0 /* SI_USER */;
+		code = (unsigned long)info ? CODE_KERNEL : CODE_USER;
 	/* a user-space send (SI_USER, SI_TKILL, SI_QUEUE) outside any parked syscall was
 	 * filtered out at sys_enter: it is not the kernel's */
-	if ((unsigned long)info > 1 && (code == 0 || code == -6 || code == -1))
+	if ((unsigned long)info > 1 &&
+	    (code == CODE_USER || code == CODE_TKILL || code == CODE_QUEUE))
 		return 0;
 	ev = capture_current();
 	if (!ev)

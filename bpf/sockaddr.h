@@ -4,6 +4,8 @@
 #define AUDTRACE_SOCKADDR_H
 
 #define SADDR_MAX 128           /* sizeof(struct sockaddr_storage) */
+#define AF_INET 2
+#define AF_INET6 10
 
 /* Bytes copied into dst (SADDR_MAX long), 0 when the length is out of range or the copy
  * faults. */

@@ -12,7 +12,9 @@
 #ifndef AUDTRACE_SYSCALL_EVENT_H
 #define AUDTRACE_SYSCALL_EVENT_H
 
+#include "path.h"
 #include "task.h"
+#include "tracepoint.h"
 
 #define EV_SYSCALL 1
 

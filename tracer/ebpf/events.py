@@ -82,7 +82,7 @@ class KernelSignal:
 
 @dataclass(slots=True)
 class FileInfo:
-    """A file as audit's PATH record describes it (bpf/file_path.h struct file_info)."""
+    """A file as audit's PATH record describes it (bpf/file.h struct file_info)."""
     path: bytes | None        # absolute path walked in the kernel, None when unknown
     ino: int
     dev: int                  # kernel dev_t: major << 20 | minor

@@ -63,7 +63,7 @@ MEMBERS: dict[str, tuple[str, str]] = {
     "OFF_CRED_GROUP_INFO": ("cred.group_info", "struct cred, group_info"),
     "OFF_GROUP_INFO_NGROUPS": ("group_info.ngroups", "struct group_info, ngroups"),
     "OFF_GROUP_INFO_GID": ("group_info.gid", "struct group_info, gid"),
-    # a file behind an fd, its inode as PATH gives it, the working directory (file_path.h)
+    # a file behind an fd, its inode as PATH gives it, the working directory (file.h)
     "OFF_TASK_FILES": ("task_struct.files", "struct task_struct, files"),
     "OFF_TASK_FS": ("task_struct.fs", "struct task_struct, fs"),
     "OFF_FILES_FDT": ("files_struct.fdt", "struct files_struct, fdt"),
@@ -77,7 +77,7 @@ MEMBERS: dict[str, tuple[str, str]] = {
     # argc sits at the top of a new image's stack (exec); how a task ended (exit)
     "OFF_MM_START_STACK": ("mm_struct.start_stack", "struct mm_struct, start_stack"),
     "OFF_TASK_EXIT_CODE": ("task_struct.exit_code", "struct task_struct, exit_code"),
-    # pid number -> task in the caller's namespace, as find_vpid + pid_task (identity.h)
+    # pid number -> task in the caller's namespace, as find_vpid + pid_task (pid.h)
     "OFF_TASK_THREAD_PID": ("task_struct.thread_pid", "struct task_struct, thread_pid"),
     "OFF_TASK_PID_LINKS": ("task_struct.pid_links", "struct task_struct, pid_links"),
     "OFF_PID_LEVEL": ("pid.level", "struct pid, level"),

@@ -1,0 +1,97 @@
+/* A path, walked up in the kernel from (dentry, vfsmount) through dentries and across
+ * mounts: the executable's, a file's behind an fd (file.h), the working directory's.
+ * d_path() is not callable from tracepoints, so the components travel leaf first and user
+ * space joins them.
+ */
+#ifndef AUDTRACE_PATH_H
+#define AUDTRACE_PATH_H
+
+#include "task.h"
+
+#define EXE_DEPTH 16        /* path components kept, leaf first */
+#define EXE_PART 64         /* bytes of one component, its NUL included */
+#define PATH_SPAN (EXE_DEPTH * EXE_PART)
+
+/* A path as walked in the kernel: its components leaf first, each ending with its NUL, one
+ * after the other; user space reverses and joins them. Sent at its used length. */
+struct exe_path {
+	u16 len;                /* bytes of buf in use */
+	u16 depth;              /* components in buf */
+	u16 truncated;          /* more components than EXE_DEPTH */
+	u16 pad;
+	/* a component is written at a variable offset below PATH_SPAN, up to EXE_PART bytes:
+	 * the verifier must see room for the last one */
+	char buf[PATH_SPAN + EXE_PART];
+};
+
+/* Unrolled, the walk is large: a program has room for two of them within the 4096
+ * instructions allowed where the loader lacks CAP_BPF in the initial user namespace. (A
+ * bounded loop instead passes the verifier's complexity limit.) */
+static __always_inline void capture_path(struct exe_path *out, void *dentry, void *vfsmnt)
+{
+	void *mnt = vfsmnt - OFF_MOUNT_MNT;
+	u32 n = 0, off = 0;
+
+	out->len = 0;
+	out->depth = 0;
+	out->truncated = 0;
+	if (!dentry || !vfsmnt)
+		return;
+#pragma unroll
+	for (int i = 0; i < EXE_DEPTH + 4; i++) {
+		void *root = read_ptr(mnt, OFF_MOUNT_MNT + OFF_VFSMOUNT_MNT_ROOT);
+		void *parent;
+		void *name;
+		long got;
+
+		if (dentry == root) {
+			void *mnt_parent = read_ptr(mnt, OFF_MOUNT_MNT_PARENT);
+
+			if (mnt_parent == mnt)
+				break;
+			dentry = read_ptr(mnt, OFF_MOUNT_MNT_MOUNTPOINT);
+			mnt = mnt_parent;
+			continue;
+		}
+		parent = read_ptr(dentry, OFF_DENTRY_D_PARENT);
+		if (parent == dentry)
+			break;
+		if (n >= EXE_DEPTH) {
+			out->truncated = 1;
+			break;
+		}
+		name = read_ptr(dentry, OFF_DENTRY_D_NAME_NAME);
+		/* off < PATH_SPAN: at most EXE_DEPTH - 1 components of EXE_PART bytes before */
+		got = bpf_probe_read_kernel_str(&out->buf[off & (PATH_SPAN - 1)], EXE_PART, name);
+		if (got <= 0) {
+			out->buf[off & (PATH_SPAN - 1)] = 0;    /* unreadable: an empty component */
+			got = 1;
+		}
+		off += got;
+		n++;
+		dentry = parent;
+	}
+	out->len = off;
+	out->depth = n;
+}
+
+/* The path of a struct path at `p` (a file's f_path, fs_struct's pwd). */
+static __always_inline void capture_struct_path(struct exe_path *out, void *p)
+{
+	capture_path(out, read_ptr(p, OFF_PATH_DENTRY), read_ptr(p, OFF_PATH_MNT));
+}
+
+/* The executable's path. */
+static __always_inline void capture_exe(struct exe_path *exe, void *task)
+{
+	void *file = exe_file(task);
+
+	exe->len = 0;
+	exe->depth = 0;
+	exe->truncated = 0;
+	if (!file)
+		return;
+	capture_struct_path(exe, file + OFF_FILE_F_PATH);
+}
+
+#endif
