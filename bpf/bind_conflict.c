@@ -9,7 +9,7 @@
  *     netns, socket inode;
  *   udp_lib_get_port: entry has the port, a nonzero return is a conflict.
  * Argument positions and struct offsets differ between kernel versions: user space takes
- * them from BTF (tracer/bind_conflict.py) and defines CSK_TB(ctx), BC_SK2(ctx), OFF_CF_*.
+ * them from BTF (tracer/bind/conflict.py) and defines CSK_TB(ctx), BC_SK2(ctx), OFF_CF_*.
  * Functions this kernel lacks (inlined, renamed) are left out by HAVE_* flags.
  */
 

@@ -1,4 +1,4 @@
-/* auditctl rules run as in-kernel filters (user space: tracer/rule_filter.py, which
+/* auditctl rules run as in-kernel filters (user space: tracer/ebpf/rule_filter.py, which
  * generates rules_enter() and rules_match() and prepends them).
  *
  * Kernel audit judges a syscall at its exit, with the task's credentials at that moment

@@ -63,7 +63,7 @@ BPF_ARRAY(drops, u64, 2);
 
 /* The output: the BPF ring buffer (one for all CPUs, in submission order) where the kernel
  * has it, else per-CPU perf buffers. Nothing wakes the reader per event: user space reads
- * at every poll interval, and at once while there is more (tracer/probes.py). */
+ * at every poll interval, and at once while there is more (tracer/ebpf/probes.py). */
 #ifdef USE_RINGBUF
 #define RB_NO_WAKEUP 1
 BPF_RINGBUF_OUTPUT(events, RINGBUF_PAGES);

@@ -1,7 +1,8 @@
 """Normalized events -> audit records, in the kernel's own record shapes and field order.
 
-Field order and encodings follow what the kernel writes (see ../shared/AUDIT-FORMAT.md):
-ausearch finds fields by sequential search, so order matters as much as spelling.
+Field order and encodings follow what the kernel writes (kernel/auditsc.c, kernel/audit.c;
+tests/integration/test_ausearch_format.py holds them against ausearch): ausearch finds
+fields by sequential search, so order matters as much as spelling.
 Every record audtrace makes ends with `src=ebpf`; the session numbers the events
 (tracer/serials.py).
 """

@@ -185,7 +185,7 @@ class SystemState:
     mounts: tuple[str, ...]
     audit_enabled: str
     audit_rules: str
-    run_dir: bool                                 # /run/audtrace (tracer/journal.py)
+    run_dir: bool                                 # /run/audtrace (tracer/audit/journal.py)
     progs: frozenset[int] = field(compare=False)  # compared through leaked_bpf_progs()
 
 

@@ -26,7 +26,7 @@ pytestmark = pytest.mark.kernel
 AUDTRACE = str(REPO / "audtrace")
 JOURNAL = Path("/run/audtrace/journal.json")
 KEY = f"audtrace-crash-{os.getpid()}"
-# test-only switch of tracer/audit_source.py: SIGSTOP right after the first rule is added
+# test-only switch of tracer/audit/source.py: SIGSTOP right after the first rule is added
 STOP_AFTER_FIRST_RULE = "AUDTRACE_TEST_STOP_AFTER_FIRST_RULE"
 
 # the runs of the report, as a user types them (-o and --duration are added)

@@ -1,6 +1,6 @@
 """User space reads each program's structs as the compiler laid them out.
 
-tracer/cstruct.py reads our structs from the C source; here every family is compiled by BCC
+tracer/ebpf/cstruct.py reads our structs from the C source; here every family is compiled by BCC
 (as audtrace compiles it) and the offsets BCC reports for the event in the in-flight map
 must be the ones user space decodes with, member by member, nested structs included.
 """

@@ -4,13 +4,13 @@ tests/unit/test_output_corpus.py renders it in every output format and compares 
 with tests/data/golden/*.out. The corpus is data: each case has a short name saying what
 it exercises, a number `n`, and what goes in:
 
-- eBPF cases: a normalized event (tracer/events.py, with its subcommand's detail) passed
+- eBPF cases: a normalized event (tracer/ebpf/events.py, with its subcommand's detail) passed
   through that subcommand's own `to_audit`, as tracer/session.py does. The session gives
   serials as it writes; here they are fixed: case n's k-th event gets serial
   `EBPF_SERIAL | (10 * n + k)` (bit 31 and slot 5 in bits 25..30, the session's layout),
   and its time stamp is `stamp_ns(n)`.
 - relayed cases: records as the kernel sends them over NETLINK_AUDIT, `audit(S.MMM:N): body`
-  (stamp from `stamp_ns(n)`, serial `1000 + n`), parsed as tracer/audit_source.py parses
+  (stamp from `stamp_ns(n)`, serial `1000 + n`), parsed as tracer/audit/source.py parses
   them: compat.record.parse_netlink, then Record(type name, body=...); EOE ends the event
   and is not a record of it.
 - loss cases: the session's own DAEMON_ERR record, made by Session._report_loss.
@@ -719,7 +719,7 @@ def netlink_messages(case: Case) -> list[tuple[int, str]]:
 
 
 def _relayed_events(case: Case) -> list[Event]:
-    """As tracer/audit_source.py turns multicast records into an Event."""
+    """As tracer/audit/source.py turns multicast records into an Event."""
     ev = None
     for msg_type, text in netlink_messages(case):
         sec, msec, serial, body = parse_netlink(msg_type, text)

@@ -1,4 +1,4 @@
-"""The SVG heatmap writer (tracer/heatmap.py): valid XML, one cell per (column, bucket)."""
+"""The SVG heatmap writer (tracer/latency/heatmap.py): valid XML, one cell per (column, bucket)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Interpretation, ENRICHED and JSON output, on records whose ausearch reading is known.
 
-The expected texts are what ausearch 3.0.9 prints for these records (measured, see
-/work/shared/AUDIT-FORMAT.md); tests/integration/test_ausearch_format.py checks the
-same functions against the ausearch binary itself.
+The expected texts are what ausearch 3.0.9 prints for these records (measured);
+tests/integration/test_ausearch_format.py checks the same functions against the ausearch
+binary itself.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The journal of what audtrace runs put in the kernel (tracer/journal.py): which entries are
+"""The journal of what audtrace runs put in the kernel (tracer/audit/journal.py): which entries are
 due to be undone given the runs alive, what is forgotten, the file and the mutex."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Log2 histogram math, duration parsing and the text a person reads (tracer/histogram.py)."""
+"""Log2 histogram math, duration parsing and the text a person reads
+(tracer/latency/histogram.py)."""
 
 from __future__ import annotations
 

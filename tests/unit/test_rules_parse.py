@@ -1,4 +1,4 @@
-"""compat/rules.py against auditctl itself, and the placement of rules (tracer/rule_filter.py).
+"""compat/rules.py against auditctl itself, and the placement of rules (tracer/ebpf/rule_filter.py).
 
 Error wording is compared with what the installed auditctl prints for the same invalid
 line (every line sent to auditctl here is invalid: auditctl refuses it before it talks to

@@ -15,8 +15,8 @@ process but not a reboot, exactly like the kernel state it describes.
 - mounts: tracefs mounted by audtrace, and the holders that use it.
 
 Whatever no live holder needs is due to be undone (`Journal.due`): by the last run out, by
-the next run of any subcommand, or by `audtrace cleanup` (tracer/cleanup.py). A rule that was
-in the kernel before, a mount audtrace did not make, are never recorded, so never undone.
+the next run of any subcommand, or by `audtrace cleanup` (cleanup.py). A rule that was in the
+kernel before, a mount audtrace did not make, are never recorded, so never undone.
 
 Every read-modify-write holds a mutex: an abstract unix socket name, which the kernel frees
 when its holder dies, so a crash never leaves a lock behind. Abstract names are per network

@@ -2,11 +2,11 @@
 
 An event arrives as the bytes of `struct syscall_event` (bpf/syscall_event.h) at its used
 length: the fixed head, then the command line, the family's extra and the executable's
-path. The layouts are read from the C source (tracer/cstruct.py). What repeats from one
+path. The layouts are read from the C source (tracer/ebpf/cstruct.py). What repeats from one
 event to the next (the caller's identity, a signal's target) is decoded once and shared:
 the same bytes give the same object, and the records rendered from it are kept with it.
 
-Nothing here knows the audit text format; tracer/audit_records.py turns these into records.
+Nothing here knows the audit text format; tracer/records.py turns these into records.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class Identity:
     tty: str | None
     exe: bytes | None
     proctitle: bytes
-    # renderings kept by tracer/audit_records.py (the SYSCALL fields, PROCTITLE)
+    # renderings kept by tracer/records.py (the SYSCALL fields, PROCTITLE)
     memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
 

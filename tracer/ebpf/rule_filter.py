@@ -329,7 +329,7 @@ def _syscall_test(rule: Rule) -> str:
 def c_source(p: Plan, host: int | None = None) -> str:
     """rules_enter() and rules_match() for bpf/rules.c."""
     host = tables.host_arch() if host is None else host
-    lines = ["/* generated from the rule set by tracer/rule_filter.py */"]
+    lines = ["/* generated from the rule set by tracer/ebpf/rule_filter.py */"]
     enter_terms = []
     for n, rule in enumerate(p.ebpf, start=1):
         conds = [c for f in rule.fields

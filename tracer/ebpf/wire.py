@@ -1,5 +1,5 @@
 """Events as a BPF program sends them, made in user space: for tests and benchmarks that
-drive the decoders without a kernel. The layouts are the C source's (tracer/cstruct.py),
+drive the decoders without a kernel. The layouts are the C source's (tracer/ebpf/cstruct.py),
 so what is built here is what bpf/syscall_event.h's submit_parts() lays out."""
 
 from __future__ import annotations

@@ -5,8 +5,8 @@
     audtrace rules -R my.rules --explain      # where each rule runs, and why
 
 The rule language is compat/rules.py (auditctl's, with its errors); placement and the
-generated C filters are tracer/rule_filter.py; bpf/rules.c runs them. Rules eBPF cannot
-express exactly go to kernel audit (tracer/audit_source.py) and both feed one stream.
+generated C filters are tracer/ebpf/rule_filter.py; bpf/rules.c runs them. Rules eBPF cannot
+express exactly go to kernel audit (tracer/audit/source.py) and both feed one stream.
 Records are SYSCALL + PROCTITLE as the kernel writes them, key= from the deciding rule.
 
 The pieces (`spec_for`, `decoder`, `records_for`) are syscall-generic: `audtrace trace`
