@@ -36,18 +36,24 @@ struct target {
 	char comm[COMM_LEN];
 };
 
+/* The task's login uid and session: "unset" without CONFIG_AUDIT. */
+static __always_inline void capture_session(u32 *auid, u32 *ses, void *task)
+{
+#ifdef OFF_TASK_LOGINUID
+	*auid = read_u32(task, OFF_TASK_LOGINUID);
+	*ses = read_u32(task, OFF_TASK_SESSIONID);
+#else
+	*auid = (u32)-1;
+	*ses = (u32)-1;
+#endif
+}
+
 static __always_inline void capture_target(struct target *t, void *task)
 {
 	void *real_cred = read_ptr(task, OFF_TASK_REAL_CRED);
 
 	t->pid = read_u32(task, OFF_TASK_TGID);
-#ifdef OFF_TASK_LOGINUID
-	t->auid = read_u32(task, OFF_TASK_LOGINUID);
-	t->ses = read_u32(task, OFF_TASK_SESSIONID);
-#else
-	t->auid = (u32)-1;
-	t->ses = (u32)-1;
-#endif
+	capture_session(&t->auid, &t->ses, task);
 	t->uid = read_u32(real_cred, OFF_CRED_UID);
 	bpf_probe_read_kernel_str(t->comm, sizeof(t->comm), task + OFF_TASK_COMM);
 }
@@ -62,13 +68,7 @@ static __always_inline void capture_identity(struct identity *id, void *task)
 
 	id->pid = pid_tgid >> 32;
 	id->ppid = read_u32(parent, OFF_TASK_TGID);
-#ifdef OFF_TASK_LOGINUID
-	id->auid = read_u32(task, OFF_TASK_LOGINUID);
-	id->ses = read_u32(task, OFF_TASK_SESSIONID);
-#else
-	id->auid = (u32)-1;
-	id->ses = (u32)-1;
-#endif
+	capture_session(&id->auid, &id->ses, task);
 	id->uid = read_u32(cred, OFF_CRED_UID);
 	id->gid = read_u32(cred, OFF_CRED_GID);
 	id->euid = read_u32(cred, OFF_CRED_EUID);

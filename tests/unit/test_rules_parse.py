@@ -17,6 +17,7 @@ from audtrace.compat import tables
 from audtrace.compat.tables import AUDIT_ARCH_X86_64
 from audtrace.tracer.audit.netlink import audit_rule_msg, rule_data, rule_of
 from audtrace.tracer.ebpf import rule_filter as F
+from audtrace.tracer.ebpf.layout import kernel_dev
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -269,7 +270,7 @@ def test_placement_and_first_match(tmp_path):
     assert f"-a never,exit -F arch=b64 -S exit_group -F exe={exe}" in texts[:gid_at]
     assert "-a always,exit -F arch=b32 -S connect" not in texts  # b32 part keeps b64 numbers
     assert any(t.startswith("-a always,exit -F arch=b32 -S ") for t in texts)
-    assert p.exe_ids[str(exe)] == (os.stat(exe).st_ino, F.kernel_dev(os.stat(exe).st_dev))
+    assert p.exe_ids[str(exe)] == (os.stat(exe).st_ino, kernel_dev(os.stat(exe).st_dev))
     src = F.c_source(p)
     assert "rule_1" in src and "((u32)a[1]) == 15U" in src and "exe->ino ==" in src
     g = F.c_source(F.plan([R.parse_line("-a always,exit -F arch=b64 -S kill -F egid!=4")]))
