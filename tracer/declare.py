@@ -4,52 +4,23 @@ A subcommand module (tracer/subcommands/NAME.py) is a declaration: its request, 
 program with the request's filters compiled in (`program`), how the program's bytes decode
 and which audit records they become, the kernel audit rules that express the same request
 (`audit_rules`) and what those rules cannot say (a relay filter, tracer/audit/match.py), and
-its command line (`command`). tracer/session.py runs any declaration.
+its command line (`command`). What it declares is a session.Subcommand; tracer/session.py
+runs any.
 """
 
 from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import click
 from audtrace.compat.rules import Rule, rule_syscalls
 from audtrace.tracer import options
-from audtrace.tracer.ebpf.probes import Program, ProgramSpec
+from audtrace.tracer.ebpf.probes import ProgramSpec
+from audtrace.tracer.session import Subcommand
 
 Fields = list[tuple[str, str, "int | str"]]
-
-
-@dataclass
-class Subcommand:
-    """What a subcommand declares; the session does the rest."""
-    name: str
-    program: ProgramSpec | None = None  # None: kernel audit alone (`watch`)
-    decode: Callable | None = None      # (ebpf.events.Decoder, event bytes) -> normalized event
-    # (normalized event, keys, serial) -> Event, or a list of Events; the session replaces
-    # the serial with its next one as the event is written, so serials rise with the log
-    to_audit: Callable | None = None
-    audit_rules: list[Rule] = field(default_factory=list)
-    # the request's filters that kernel audit rules cannot express (--comm, --target-pid...),
-    # applied to the relayed audit events: (Event) -> keep
-    audit_filter: Callable | None = None
-    # kernel record types relayed although no rule selects them (`exit`: ANOM_ABEND)
-    relay_types: tuple[str, ...] = ()
-    # an audit rule the kernel refused (Rule, AuditError): True to load the rest
-    # (auditctl -i/-c), False to stop
-    audit_refused: Callable | None = None
-    # called after every poll with (program, final); final once, before the programs go:
-    # for subcommands that aggregate in BPF maps and report from them
-    tick: Callable[[Program, bool], None] | None = None
-    mechanism: str = "eBPF tracepoints"
-    # kernel audit runs for audit_rules whatever --source says (rules eBPF cannot express)
-    audit_always: bool = False
-    # called once every source is live (`audtrace trace` lets its command run then)
-    started: Callable[[], None] | None = None
-    # polled every loop: an int ends the run with that exit status (the traced command's)
-    finished: Callable[[], int | None] | None = None
 
 
 # ---- the program: the request's filters compiled in ---------------------------------------

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 from audtrace.compat import tables
 from audtrace.compat.record import Event
+from audtrace.compat.rules import Rule
 from audtrace.tracer import records as audit_records
 from audtrace.tracer import serials
 from audtrace.tracer.audit.match import relay_filter
-from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf import probes, system
 from audtrace.tracer.ebpf.events import Clock, Decoder
 from audtrace.tracer.sink import Sink
@@ -66,6 +66,36 @@ def missing_caps(source: str) -> list[str]:
     if source in ("audit", "both"):
         need += [c for c in (CAP_AUDIT_CONTROL, CAP_AUDIT_READ) if not caps & (1 << c)]
     return [CAP_NAMES[c] for c in need]
+
+
+@dataclass
+class Subcommand:
+    """What a subcommand declares; the session does the rest."""
+    name: str
+    program: probes.ProgramSpec | None = None   # None: kernel audit alone (`watch`)
+    decode: Callable | None = None      # (ebpf.events.Decoder, event bytes) -> normalized event
+    # (normalized event, keys, serial) -> Event, or a list of Events; the session replaces
+    # the serial with its next one as the event is written, so serials rise with the log
+    to_audit: Callable | None = None
+    audit_rules: list[Rule] = field(default_factory=list)
+    # the request's filters that kernel audit rules cannot express (--comm, --target-pid...),
+    # applied to the relayed audit events: (Event) -> keep
+    audit_filter: Callable | None = None
+    # kernel record types relayed although no rule selects them (`exit`: ANOM_ABEND)
+    relay_types: tuple[str, ...] = ()
+    # an audit rule the kernel refused (Rule, AuditError): True to load the rest
+    # (auditctl -i/-c), False to stop
+    audit_refused: Callable | None = None
+    # called after every poll with (program, final); final once, before the programs go:
+    # for subcommands that aggregate in BPF maps and report from them
+    tick: Callable[[probes.Program, bool], None] | None = None
+    mechanism: str = "eBPF tracepoints"
+    # kernel audit runs for audit_rules whatever --source says (rules eBPF cannot express)
+    audit_always: bool = False
+    # called once every source is live (`audtrace trace` lets its command run then)
+    started: Callable[[], None] | None = None
+    # polled every loop: an int ends the run with that exit status (the traced command's)
+    finished: Callable[[], int | None] | None = None
 
 
 @dataclass

@@ -25,10 +25,10 @@ from audtrace.tracer.bind import conflict, report
 from audtrace.tracer.bind.conflict import Conflict, Mechanism
 from audtrace.tracer.bind.holders import Diagnosis, diagnose_event
 from audtrace.tracer.bind.records import holder_event, holder_record, holders_of
-from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.records import event_of, proctitle_record, sockaddr_record, syscall_record
+from audtrace.tracer.session import Subcommand
 
 FAMILIES = {"inet": socket.AF_INET, "inet6": socket.AF_INET6}
 

@@ -19,10 +19,10 @@ from audtrace.compat import ioctls
 from audtrace.compat.record import Event, Record, enc_int, enc_str
 from audtrace.compat.rules import Rule
 from audtrace.tracer import declare
-from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.records import SRC, event_of, proctitle_record, syscall_record
+from audtrace.tracer.session import Subcommand
 
 SYSCALLS = ("clock_settime", "settimeofday", "adjtimex", "clock_adjtime", "ioctl")
 # what a call asked for (bpf/clock.c's ASKED_*): a new time, an offset, or nothing (None)

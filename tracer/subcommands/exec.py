@@ -15,7 +15,6 @@ from audtrace.compat.record import Event, enc_str
 from audtrace.compat.rules import COMPARES, Rule
 from audtrace.tracer import declare, options
 from audtrace.tracer.audit.match import process_filter
-from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf.events import Decoder, FileInfo, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.records import (
@@ -26,6 +25,7 @@ from audtrace.tracer.records import (
     proctitle_record,
     syscall_record,
 )
+from audtrace.tracer.session import Subcommand
 
 SYSCALLS = ("execve", "execveat")
 

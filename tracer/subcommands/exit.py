@@ -19,7 +19,6 @@ from audtrace.compat.record import Event, Record, dec_str, enc_int, enc_str
 from audtrace.compat.rules import Rule
 from audtrace.tracer import declare, options
 from audtrace.tracer.audit.match import all_of, process_filter
-from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.layout import kernel_dev
 from audtrace.tracer.ebpf.probes import ProgramSpec
@@ -31,6 +30,7 @@ from audtrace.tracer.records import (
     proctitle_record,
     syscall_record,
 )
+from audtrace.tracer.session import Subcommand
 
 SYSCALLS = ("exit", "exit_group")
 

@@ -19,11 +19,11 @@ from audtrace.compat.record import Event
 from audtrace.compat.rules import Rule
 from audtrace.tracer import declare, options
 from audtrace.tracer.audit.match import process_filter
-from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf.events import Decoder, FileInfo, SyscallEvent
 from audtrace.tracer.ebpf.layout import kernel_dev
 from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.records import event_of, path_record, proctitle_record, syscall_record
+from audtrace.tracer.session import Subcommand
 
 
 @dataclass

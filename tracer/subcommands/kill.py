@@ -13,9 +13,9 @@ from audtrace.compat.record import Event, dec_str
 from audtrace.compat.rules import Rule
 from audtrace.compat.signals import parse_signals
 from audtrace.tracer import declare, options, records
-from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf.events import Decoder, KernelSignal, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
+from audtrace.tracer.session import Subcommand
 
 SYSCALLS = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal")
 # where the signal number travels, as audit rules must name it

@@ -19,13 +19,13 @@ import click
 from audtrace.compat import tables
 from audtrace.compat.record import Event
 from audtrace.tracer import declare, options
-from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf import features
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.latency.histogram import parse_duration
 from audtrace.tracer.latency.report import Reporter
 from audtrace.tracer.records import enc_own_int, event_of, proctitle_record, syscall_record
+from audtrace.tracer.session import Subcommand
 
 EXIT_NAMES = ("exit", "exit_group")  # never return: measured to the task's last switch
 LATENCY_FIELD = "latency_ns"

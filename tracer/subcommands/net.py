@@ -17,10 +17,10 @@ from audtrace.compat.record import Event
 from audtrace.compat.rules import Rule
 from audtrace.tracer import declare, options
 from audtrace.tracer.audit.match import address_filter, all_of, process_filter
-from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.records import event_of, proctitle_record, sockaddr_record, syscall_record
+from audtrace.tracer.session import Subcommand
 
 SYSCALLS = ("connect", "accept", "accept4")
 

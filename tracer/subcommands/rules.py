@@ -26,11 +26,11 @@ from audtrace.compat import tables
 from audtrace.compat.record import Event
 from audtrace.tracer import declare, options
 from audtrace.tracer.audit.netlink import AuditError
-from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf import features, rule_filter
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.records import event_of, proctitle_record, syscall_record
+from audtrace.tracer.session import Subcommand
 
 # auditctl settings of the kernel audit subsystem itself: audtrace leaves them alone
 _SETTINGS = {"enabled": "-e", "failure": "-f", "backlog_limit": "-b", "rate_limit": "-r",

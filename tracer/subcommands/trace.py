@@ -21,8 +21,8 @@ import click
 from audtrace.compat import rules as R
 from audtrace.compat import tables
 from audtrace.tracer import options
-from audtrace.tracer.declare import Subcommand
 from audtrace.tracer.ebpf import rule_filter
+from audtrace.tracer.session import Subcommand
 from audtrace.tracer.subcommands.rules import decoder, records_for, spec_for
 
 

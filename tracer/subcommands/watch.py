@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import click
 from audtrace.compat.rules import Rule
 from audtrace.tracer import declare
-from audtrace.tracer.declare import Subcommand
+from audtrace.tracer.session import Subcommand
 
 WHY_NOT_EBPF = ("eBPF cannot watch exactly: syscall tracepoints see path strings before "
                 "lookup and no inode after an unlink or rename, and audtrace has no watch "
