@@ -64,7 +64,9 @@ def program(req: ExitRequest) -> ProgramSpec:
         defines.update(FILTER_EXE=1, EXE_INO=f"{st.st_ino}ULL", EXE_DEV=kernel_dev(st.st_dev))
     for name, keys in filters.items():
         defines[name.upper()] = int(bool(keys))
-    return ProgramSpec("exit.c", SYSCALLS, defines, {k: v for k, v in filters.items() if v})
+    return ProgramSpec("exit.c", SYSCALLS, defines, {k: v for k, v in filters.items() if v},
+                       tracepoint_fields={"TP_GROUP_DEAD": ("sched/sched_process_exit",
+                                                            "group_dead")})
 
 
 def decode(d: Decoder, buf: bytes) -> SyscallEvent:
