@@ -251,3 +251,27 @@ def test_stop_ends_the_run_cleanly_and_puts_everything_back(tmp_path):
     assert after_mounts == mounts, "tracefs/debugfs mounts changed"
     assert not held & bpf_prog_ids(), "audtrace's BPF programs still loaded"
     assert not leaked_bpf_progs(progs), "BPF programs loaded that nobody holds"
+
+
+def test_rotation_by_size_between_events(tracers, tmp_path):
+    """--max-log-file 1 --num-logs 3 under a storm of several MiB: log.2, log.1, log, each
+    of whole events, the rotated ones ending with the event that reached 1 MiB, in order."""
+    log = tmp_path / "audit.log"
+    with usr2_target() as target:
+        tracer = tracers(["kill", "--sig", "USR2", "--target-pid", str(target),
+                          "--max-log-file", "1", "--num-logs", "3"], log)
+        storm(target, 2 * STORM)
+        assert wait_for(lambda: (tmp_path / "audit.log.2").exists())
+        assert tracer.stop() == 0
+    no_traceback(tracer)
+    files = [tmp_path / "audit.log.2", tmp_path / "audit.log.1", log]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in files)
+    stamps = []
+    for p in files:
+        read_log(p)
+        ausearch_reads(p)
+        stamps.append([parse_line(line)[2:5] for line in p.read_text().splitlines()])
+    for p in files[:2]:
+        assert 1 << 20 <= p.stat().st_size < (1 << 20) + 4096, p
+    flat = [s for part in stamps for s in part]
+    assert flat == sorted(flat), "the rotated logs are not oldest first"
