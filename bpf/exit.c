@@ -62,6 +62,15 @@ static __always_inline int family_exit(void *ctx, struct syscall_event *ev)
 
 #include "syscall_programs.h"
 
+/* Is the exiting task its process's last thread? The tracepoint says so where it has the
+ * field (TP_GROUP_DEAD, read from its format); before, do_exit() has already taken the
+ * signal struct's live count to 0 for the last thread when the tracepoint fires. */
+#ifdef TP_GROUP_DEAD
+#define GROUP_DEAD(args, task) ((args)->group_dead)
+#else
+#define GROUP_DEAD(args, task) (read_u32(read_ptr(task, OFF_TASK_SIGNAL), OFF_SIGNAL_LIVE) == 0)
+#endif
+
 static __always_inline void add_killer(struct syscall_event *ev, u32 tgid, s32 sig)
 {
 	struct sender *s = last_signal.lookup(&tgid);
@@ -83,14 +92,14 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 
 	if (ev) {
 		ev->extra.exit_code = code;
-		ev->extra.group_dead = args->group_dead;
+		ev->extra.group_dead = GROUP_DEAD(args, task);
 		submit(args, ev);
 		inflight.delete(&tid);
 		return 0;
 	}
 	/* a plain end of one thread, or a death by signal seen on each thread: report the
 	 * process once, as its last thread goes */
-	if (!(code & 0x7f) || !args->group_dead || FILTER_CODE)
+	if (!(code & 0x7f) || !GROUP_DEAD(args, task) || FILTER_CODE)
 		return 0;
 	ev = capture_current();
 	if (!ev || !exe_wanted(task))

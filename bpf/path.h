@@ -41,7 +41,6 @@ static __always_inline void capture_path(struct exe_path *out, void *dentry, voi
 	for (int i = 0; i < EXE_DEPTH + 4; i++) {
 		void *root = read_ptr(mnt, OFF_MOUNT_MNT + OFF_VFSMOUNT_MNT_ROOT);
 		void *parent;
-		void *name;
 		long got;
 
 		if (dentry == root) {
@@ -56,19 +55,21 @@ static __always_inline void capture_path(struct exe_path *out, void *dentry, voi
 		parent = read_ptr(dentry, OFF_DENTRY_D_PARENT);
 		if (parent == dentry)
 			break;
-		if (n >= EXE_DEPTH) {
+		if (n >= EXE_DEPTH || off >= PATH_SPAN - EXE_PART) {
 			out->truncated = 1;
 			break;
 		}
-		name = read_ptr(dentry, OFF_DENTRY_D_NAME_NAME);
-		/* off < PATH_SPAN: at most EXE_DEPTH - 1 components of EXE_PART bytes before */
-		got = bpf_probe_read_kernel_str(&out->buf[off & (PATH_SPAN - 1)], EXE_PART, name);
-		if (got <= 0) {
-			out->buf[off & (PATH_SPAN - 1)] = 0;    /* unreadable: an empty component */
+		/* a failed read leaves an empty string (the helper zeroes what it could not
+		 * read): an empty component */
+		got = bpf_probe_read_kernel_str(&out->buf[off], EXE_PART,
+						read_ptr(dentry, OFF_DENTRY_D_NAME_NAME));
+		if (got < 1)
 			got = 1;
-		}
-		off += got;
-		n++;
+		/* off stays below PATH_SPAN (the test above): the masks change no value, but the
+		 * verifier then sees the same ranges on every path and prunes instead of walking
+		 * each combination of component lengths (6.1's verifier gives up otherwise) */
+		off = (off + got) & (PATH_SPAN - 1);
+		n = (n + 1) & 31;
 		dentry = parent;
 	}
 	out->len = off;

@@ -844,9 +844,11 @@ def _record_context(rec: Record, ctx: dict) -> dict:
 
 
 def _walk(
-    rec: Record, text: str, ctx: dict, *, escape: bool = True
+    rec: Record, text: str, ctx: dict, *, escape: bool = True,
+    kinds: tuple[str, ...] | None = None,
 ) -> Iterator[tuple[str, str, str, tuple[str, str] | str, bool]]:
-    """Interpreted fields of one record: ``(printed, name, raw value, out, comma)``."""
+    """Interpreted fields of one record: ``(printed, name, raw value, out, comma)``.
+    With `kinds`, only fields of those kinds are interpreted (the others get ``out`` None)."""
     rtype = _type_number(rec)
     local = _record_context(rec, ctx)
     for printed, name, value, _, comma in _scan(rtype, text, local):
@@ -864,6 +866,9 @@ def _walk(
             if local["syscall"] < 0 and name == "syscall":
                 with contextlib.suppress(_ConvError):
                     local["syscall"] = s32(_strtoul(value, 10))
+        if kinds is not None and field_type(rtype, name, value) not in kinds:
+            yield printed, name, value, (None, None), comma
+            continue
         kind, out = interpret_value(rtype, name, value, local, escape=escape)
         yield printed, name, value, (kind, out), comma
 
@@ -945,7 +950,8 @@ def enrichment(
     ctx = {} if ctx is None else ctx
     pairs = []
     # auditd interprets in raw escape mode (no \\ooo escaping)
-    for _printed, name, _value, res, _comma in _walk(rec, rec.text(), ctx, escape=False):
+    for _printed, name, _value, res, _comma in _walk(rec, rec.text(), ctx, escape=False,
+                                                     kinds=_ENRICH_KINDS):
         if not name or name == "msg" or res[0] not in _ENRICH_KINDS:
             continue
         kind, out = res

@@ -90,7 +90,22 @@ def _sockaddr(value: str) -> dict[str, Any]:
     return out
 
 
+_VALUES: dict[tuple[int, str, str], Any] = {}
+
+
 def _value(rtype: int, name: str, value: str) -> Any:
+    """The JSON value of a field's text, worked out once per (type, name, text): the same
+    uids, names and syscalls come back event after event."""
+    key = (rtype, name, value)
+    out = _VALUES.get(key, _VALUES)
+    if out is _VALUES:
+        if len(_VALUES) > 65536:
+            _VALUES.clear()
+        out = _VALUES[key] = _value_of(rtype, name, value)
+    return out
+
+
+def _value_of(rtype: int, name: str, value: str) -> Any:
     kind = interpret.field_type(rtype, name, value)
     if kind in _HEX_KINDS:
         return "0x" + value

@@ -107,6 +107,37 @@ def buffer_size(_ctx, _param, value: str) -> int:
     return size
 
 
+def log_action(setting: str) -> Callable:
+    """A click callback: an auditd-style action for `setting` (tracer/log_policy.py)."""
+    def convert(_ctx, _param, value: str):
+        from audtrace.tracer.log_policy import parse_action
+        try:
+            return parse_action(value, setting)
+        except ValueError as e:
+            raise click.BadParameter(str(e).removeprefix(setting + " ")) from None
+    return convert
+
+
+def log_policy(common: dict):
+    """-o's Policy from the log options; a log option without -o is a usage error."""
+    from audtrace.tracer.log_policy import MIB, Policy
+
+    full, error = common["disk_full_action"], common["disk_error_action"]
+    size, num = common["max_log_file"], common["num_logs"]
+    if common["output"] in (None, "-"):
+        if size is not None or num is not None or full.name != "ignore" \
+                or error.name != "ignore":
+            raise click.UsageError("--disk-full-action, --disk-error-action, --max-log-file"
+                                   " and --num-logs are for a log file: add -o FILE")
+        return None
+    rotating = size is not None or full.name == "rotate"
+    if num is not None and not rotating:
+        raise click.UsageError("--num-logs needs --max-log-file or --disk-full-action rotate")
+    return Policy(disk_full_action=full, disk_error_action=error,
+                  max_log_file=(size or 0) * MIB,
+                  num_logs=(num or 5) if rotating else 0)
+
+
 def common_options(f: Callable) -> Callable:
     """The output options every tracing subcommand shares, named as the audit tools name them."""
     opts = [
@@ -116,6 +147,19 @@ def common_options(f: Callable) -> Callable:
                      show_default=True, help="auditd's RAW/ENRICHED, `ausearch -i` text, or JSON."),
         click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
                      help="Append to this log (created 0600); default stdout."),
+        click.option("--disk-full-action", default="ignore", show_default=True,
+                     callback=log_action("disk_full_action"), metavar="ACTION",
+                     help="When -o's disk is full: ignore (go on tracing, count what is not"
+                     " written, say so in the log once there is room), syslog, suspend,"
+                     " rotate, exec:/path, stop."),
+        click.option("--disk-error-action", default="ignore", show_default=True,
+                     callback=log_action("disk_error_action"), metavar="ACTION",
+                     help="When writing -o fails otherwise (EIO): ignore, syslog, suspend,"
+                     " exec:/path, stop."),
+        click.option("--max-log-file", type=click.IntRange(1), metavar="MB",
+                     help="Rotate -o at this size: FILE.1 ... FILE.N-1, oldest last."),
+        click.option("--num-logs", type=click.IntRange(2, 999), metavar="N",
+                     help="Log files kept by rotation, the current one included (default 5)."),
         click.option("-k", "--key", "keys", multiple=True, callback=audit_keys,
                      help="Record key (repeatable)."),
         click.option("--duration", type=float, callback=positive, metavar="SECONDS",
@@ -153,7 +197,8 @@ def run(sub, common: dict, status: Callable[[int], int] | None = None) -> None:
         else:
             opts = Options(source=common["source"], fmt=common["fmt"], output=common["output"],
                            keys=list(common["keys"]), duration=common["duration"],
-                           count=common["count"], buffer_bytes=common["buffer_bytes"])
+                           count=common["count"], buffer_bytes=common["buffer_bytes"],
+                           log=log_policy(common))
             code = Session(sub, opts).run()
     except (SessionError, SinkError, ProbeError, AuditError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

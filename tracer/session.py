@@ -24,6 +24,7 @@ from audtrace.tracer import serials
 from audtrace.tracer.audit.match import relay_filter
 from audtrace.tracer.ebpf import probes, system
 from audtrace.tracer.ebpf.events import Clock, Decoder
+from audtrace.tracer.log_policy import Policy
 from audtrace.tracer.sink import Sink
 from audtrace.tracer.stream import Stream
 
@@ -107,6 +108,7 @@ class Options:
     duration: float | None = None
     count: int | None = None
     buffer_bytes: int = probes.DEFAULT_BUFFER     # eBPF event buffer, all CPUs
+    log: Policy | None = None                     # -o's disk-full, disk-error, rotation
 
 
 class Session:
@@ -120,7 +122,9 @@ class Session:
         self.stream = Stream(serials.Serials())     # this run's slot, taken now: fails early
         self.written = {"ebpf": 0, "audit": 0}
         self.counted = 0                # toward --count: traced events, not bookkeeping
-        self.lost_reported = {"ebpf": 0, "audit": 0}
+        self.log_lost = 0               # events the log could not take (disk full...)
+        self.lost_reported = {"ebpf": 0, "audit": 0, "log": 0}
+        self.sink: Sink | None = None
         self.program: probes.Program | None = None
         self.audit = None
         self.refused: list = []         # audit rules the kernel refused, the run going on
@@ -199,15 +203,31 @@ class Session:
             if not any(r.type in UNCOUNTED for r in ev.records):
                 self.counted += 1
         if out:
-            sink.write_many(out)
+            n = sink.write_many(out)
+            if n < len(out):
+                self._not_written(out[n:])
+            if sink.stopped:
+                self.stop = True
             if self.on_event is not None:
                 for ev in out:
                     self.on_event(ev)
         if count is not None and self.counted >= count:
             self.stop = True
 
+    def _not_written(self, events: list[Event]) -> None:
+        """Events the log could not take are lost, counted as the log's. A loss record among
+        them is not: its losses count as unreported again, so a later record tells them."""
+        for ev in events:
+            self.written[ev.source] -= 1
+            rec = ev.records[0]
+            if ev.source == "ebpf" and rec.type == LOSS_TYPE and rec.get("op") == LOSS_OP:
+                source = (rec.get("source") or "").strip('"')
+                self.lost_reported[source] -= int((rec.get("lost") or "0").strip('"'))
+            else:
+                self.log_lost += 1
+
     def lost(self) -> dict[str, int]:
-        out = {"ebpf": 0, "audit": 0}
+        out = {"ebpf": 0, "audit": 0, "log": self.log_lost}
         if self.program is not None:
             out["ebpf"] = self.program.lost()
         if self.audit is not None:
@@ -233,9 +253,13 @@ class Session:
         missing = missing_caps(opts.source)
         if missing:
             raise SessionError("needs " + ", ".join(missing) + " (run as root)")
-        sink = Sink(opts.output, opts.fmt)
+        sink = self.sink = Sink(opts.output, opts.fmt, opts.log, notice)
         old = {s: signal.signal(s, self._handle_signal)
                for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        if sink.log is not None:
+            # as `auditd resume`: a log suspended by its disk-full or disk-error action
+            old[signal.SIGUSR2] = signal.signal(signal.SIGUSR2,
+                                                lambda *_: sink.request_resume())
         try:
             with contextlib.ExitStack() as stack:
                 stack.callback(self.stream.serials.close)
@@ -256,6 +280,8 @@ class Session:
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
+        if sink.stopped:
+            raise SessionError(sink.stopped)
         return self.exit_status
 
     def _loop(self, sink: Sink) -> None:
@@ -309,11 +335,14 @@ class Session:
 
     def _summary(self) -> None:
         lost = self.final_lost = self.lost()
+        log = f", log {lost['log']}" if self.sink is not None and self.sink.log else ""
         notice(f"{sum(self.written.values())} events (ebpf {self.written['ebpf']}, audit "
-               f"{self.written['audit']}); lost: ebpf {lost['ebpf']}, audit {lost['audit']}")
+               f"{self.written['audit']}); lost: ebpf {lost['ebpf']}, audit {lost['audit']}"
+               + log)
 
 
 LOSS_TYPE = audit_records.LOSS_TYPE
+LOSS_OP = '"lost-events"'
 # written but not counted toward --count: audit's record of audtrace's own rule changes
 # (otherwise `--count 1 --source audit` stops before anything is traced), and loss records
 UNCOUNTED = {"CONFIG_CHANGE", LOSS_TYPE}

@@ -8,6 +8,8 @@ import sys
 from collections.abc import Callable
 
 from audtrace.compat.record import Event
+from audtrace.tracer.log_policy import Policy
+from audtrace.tracer.logfile import LogFile
 
 # format -> (module, function): imported on use, a raw log needs no interpretation tables
 FORMATS: dict[str, tuple[str, str]] = {
@@ -23,51 +25,57 @@ class SinkError(Exception):
 
 
 class Sink:
-    """Appends formatted events. A log file is created 0600 and never truncated."""
+    """Appends formatted events: to stdout, or to a log file (tracer/logfile.py) created
+    0600 and never truncated, that holds only whole events and follows `policy` when the
+    disk is full or failing."""
 
-    def __init__(self, path: str | None, fmt: str) -> None:
+    def __init__(self, path: str | None, fmt: str, policy: Policy | None = None,
+                 notice: Callable[[str], None] | None = None) -> None:
         if fmt not in FORMATS:
             raise SinkError(f"unknown format {fmt!r}: choose one of {', '.join(FORMATS)}")
         module, func = FORMATS[fmt]
         self.format: Callable[[Event], str | bytes] = getattr(importlib.import_module(module), func)
         self.path = path
         self.count = 0
-        if path is None or path == "-":
-            self.fd = sys.stdout.fileno()
-            self.owned = False
-        else:
+        self.log: LogFile | None = None
+        self.fd = sys.stdout.fileno()
+        if path is not None and path != "-":
             try:
-                flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-                self.fd = os.open(path, flags, 0o600)
+                self.log = LogFile(path, policy, notice)
             except OSError as e:
                 raise SinkError(f"cannot write {path}: {e.strerror}") from None
-            try:
-                # some files open for writing yet refuse every write (/proc/version):
-                # find out now, before anything is set up
-                os.write(self.fd, b"")
-            except OSError as e:
-                os.close(self.fd)
-                raise SinkError(f"cannot write {path}: {e.strerror}") from None
-            self.owned = True
 
-    def write(self, ev: Event) -> None:
-        self.write_many([ev])
+    def write(self, ev: Event) -> int:
+        return self.write_many([ev])
 
-    def write_many(self, events: list[Event]) -> None:
-        """The events, formatted, in one write."""
+    def write_many(self, events: list[Event]) -> int:
+        """The events, formatted, in one write. Returns how many were written: all of them
+        on stdout; to a log, the first ones that it could take (the rest are lost)."""
         fmt = self.format
         parts = [fmt(ev) for ev in events]
-        if parts and isinstance(parts[0], bytes):
-            data = b"\n".join(parts) + b"\n"
-        else:
+        if parts and not isinstance(parts[0], bytes):
             # interpreted text may carry undecodable bytes of the traced programs: keep them
-            data = ("\n".join(parts) + "\n").encode(errors="surrogateescape")
-        while data:
-            n = os.write(self.fd, data)
-            data = data[n:]
-        self.count += len(events)
+            parts = [p.encode(errors="surrogateescape") for p in parts]
+        if self.log is not None:
+            n = self.log.append(parts)
+        else:
+            data = b"\n".join(parts) + b"\n"
+            while data:
+                data = data[os.write(self.fd, data):]
+            n = len(events)
+        self.count += n
+        return n
+
+    @property
+    def stopped(self) -> str | None:
+        """Why the log asks the run to end (its stop action), if it does."""
+        return self.log.stopped if self.log is not None else None
+
+    def request_resume(self) -> None:
+        """SIGUSR2, as `auditd resume`: a suspended log writes again."""
+        if self.log is not None:
+            self.log.request_resume()
 
     def close(self) -> None:
-        if self.owned:
-            os.close(self.fd)
-            self.owned = False
+        if self.log is not None:
+            self.log.close()

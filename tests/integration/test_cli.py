@@ -21,6 +21,7 @@ import pytest
 from audtrace.compat import tables
 from audtrace.compat.record import parse_line, split_fields
 from audtrace.compat.signals import parse_signals
+from audtrace.tracer.ebpf import system
 from helpers import (
     REPO,
     SystemState,
@@ -451,3 +452,14 @@ def test_doctor_agrees_with_the_machine(tmp_path):
         m = re.search(rf"^\s+(yes|no)\s+{re.escape(name)}\s", r_text.stdout, re.M)
         assert m and (m[1] == "yes") == good, f"{name}: text and json disagree"
     assert_restored(before, KEY)
+
+
+def test_doctor_as_a_user_says_what_it_cannot_see(tmp_path):
+    """Not root, with tracefs mounted but not readable: a report, never a traceback."""
+    mounted = system.tracefs_mounted(lambda _m: None)
+    with mounted:
+        r = subprocess.run([str(REPO / "audtrace"), "doctor"], capture_output=True, text=True,
+                           cwd="/", timeout=60, preexec_fn=lambda: (os.setgid(65534),
+                                                                     os.setuid(65534)))
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr and "tracefs" in r.stdout

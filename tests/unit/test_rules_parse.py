@@ -168,8 +168,10 @@ _text = st.text(
     max_size=30,
 )
 # a value that starts with "-" would list as an option: auditctl's own listing of such a
-# path (`-w -D`) does not parse back either
-_value = _text.filter(lambda t: not t.startswith("-"))
+# path (`-w -D`) does not parse back either; nor one holding an operator's characters:
+# libaudit looks for `!=`, `<=`, ... before `=` anywhere in the pair (`-F exe=0<=0` is the
+# field `exe=0`), and audtrace parses as libaudit does
+_value = _text.filter(lambda t: not t.startswith("-") and not set(t) & set("=!<>&"))
 _key = st.text(
     st.characters(min_codepoint=0x21, max_codepoint=0x7E, blacklist_characters="\\"),
     min_size=1,
@@ -191,10 +193,12 @@ _numeric = st.one_of(
     st.tuples(st.just("perm"), st.just("="), st.integers(1, 15)),
     st.tuples(st.just("field_compare"), st.sampled_from(["=", "!="]), st.integers(1, 25)),
 )
-_string = st.tuples(
-    st.sampled_from(["exe", "path", "dir", "subj_type", "obj_user"]),
-    st.sampled_from(["=", "!="]),
-    _value,
+# the kernel takes path= and dir= only absolute and with = (audit_to_watch refuses the rest),
+# and auditctl parses no relative watch back from its own listing
+_string = st.one_of(
+    st.tuples(st.sampled_from(["exe", "subj_type", "obj_user"]), st.sampled_from(["=", "!="]),
+              _value),
+    st.tuples(st.sampled_from(["path", "dir"]), st.just("="), _value.map(lambda v: "/" + v)),
 )
 
 
@@ -204,15 +208,19 @@ def exit_rules(draw) -> R.Rule:
     if draw(st.booleans()):
         fields.append(("arch", draw(st.sampled_from(["=", "!="])), draw(_arches())))
     fields += draw(st.lists(st.one_of(_numeric, _string), max_size=8))
-    # perm with = only, once; exe takes = and != only (already), keys last
-    seen_perm = False
+    # exe takes = and != only (already), keys last
+    # one perm and one path or dir at most: a rule holds one watch (the kernel refuses more)
+    seen: set[str] = set()
     clean = []
     for f in fields:
-        if f[0] == "perm":
-            if seen_perm:
+        kind = "watch" if f[0] in ("path", "dir") else f[0]
+        if kind in ("perm", "watch"):
+            if kind in seen:
                 continue
-            seen_perm = True
+            seen.add(kind)
         clean.append(f)
+    # perm after the path, as `-w PATH -p PERM` makes it: auditctl lists a watch that way
+    clean.sort(key=lambda f: f[0] == "perm")
     keys = draw(st.lists(_key, max_size=3))
     if keys:
         clean.append(("key", "=", R.KEY_SEP.join(keys)))
@@ -227,7 +235,13 @@ def exit_rules(draw) -> R.Rule:
             if tables.syscall_name(arch, nr) and not tables.syscall_name(arch, nr).isdigit()
         )
     action = draw(st.sampled_from(["always", "never"]))
-    return R.Rule("exit", action, syscalls, tuple(clean))
+    rule = R.Rule("exit", action, syscalls, tuple(clean))
+    if rule.is_watch():
+        # `-w PATH` reads back as path= or dir= by what PATH is on this machine (auditctl
+        # stats it): a listed dir watch of a path that is no directory comes back as path=
+        rule = R.Rule("exit", action, syscalls,
+                      tuple(("path", o, v) if n == "dir" else (n, o, v) for n, o, v in clean))
+    return rule
 
 
 @given(exit_rules())

@@ -32,6 +32,9 @@ MEMBERS: dict[str, tuple[str, str]] = {
     "OFF_CRED_FSUID": ("cred.fsuid", "struct cred, fsuid"),
     "OFF_CRED_FSGID": ("cred.fsgid", "struct cred, fsgid"),
     "OFF_SIGNAL_TTY": ("signal_struct.tty", "struct signal_struct, tty"),
+    # threads still alive: 0 once the last one has begun to exit (exit, before Linux 6.4's
+    # group_dead in sched_process_exit)
+    "OFF_SIGNAL_LIVE": ("signal_struct.live", "struct signal_struct, live"),
     "OFF_TTY_NAME": ("tty_struct.name", "struct tty_struct, name"),
     "OFF_MM_ARG_START": ("mm_struct.arg_start", "struct mm_struct, arg_start"),
     "OFF_MM_ARG_END": ("mm_struct.arg_end", "struct mm_struct, arg_end"),

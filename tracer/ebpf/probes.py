@@ -38,6 +38,8 @@ class ProgramSpec:
     exit_fn: str = "on_sys_exit"
     # attaches what is not a syscall tracepoint (bcc.BPF, tracefs root); runs before those
     extra_attach: Callable[[object, Path], None] | None = None
+    # define -> (tracepoint, field): defined as 1 when this kernel's tracepoint has the field
+    tracepoint_fields: dict[str, tuple[str, str]] = field(default_factory=dict)
     # C text generated for this run, put where the source has a line `@GENERATED@`
     generated: str = ""
 
@@ -68,16 +70,23 @@ def expand_includes(name: str, seen: set[str] | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
+def tracepoint_fields(tracefs: Path, event: str) -> list[str] | None:
+    """The fields of a tracepoint's record on this kernel, in order (`sched/sched_process_exit`);
+    None when tracefs has no such event."""
+    try:
+        lines = (tracefs / "events" / event / "format").read_text().splitlines()
+    except OSError:
+        return None
+    return [ln.split(";")[0].split()[-1].split("[")[0] for ln in lines
+            if ln.strip().startswith("field:")]
+
+
 def syscall_arity(tracefs: Path, name: str) -> int:
     """How many arguments the sys_enter tracepoint records (its format lists them)."""
-    fmt = tracefs / "events/syscalls" / f"sys_enter_{name}" / "format"
-    try:
-        lines = fmt.read_text().splitlines()
-    except OSError:
+    names = tracepoint_fields(tracefs, f"syscalls/sys_enter_{name}")
+    if not names or "__syscall_nr" not in names:
         return 6
-    fields = [ln for ln in lines if ln.strip().startswith("field:")]
-    names = [ln.split(";")[0].split()[-1] for ln in fields]
-    return len(names) - names.index("__syscall_nr") - 1 if "__syscall_nr" in names else 6
+    return len(names) - names.index("__syscall_nr") - 1
 
 
 def _nargs_function(nargs: dict[int, int]) -> str:
@@ -119,6 +128,9 @@ def program_text(spec: ProgramSpec, layout: Layout, tracefs: Path,
         if nr is not None:
             nargs[nr] = syscall_arity(tracefs, name)
     defines.update(spec.defines)
+    for name, (event, member) in spec.tracepoint_fields.items():
+        if member in (tracepoint_fields(tracefs, event) or ()):
+            defines[name] = 1
     source = _nargs_function(nargs) + expand_includes(spec.source)
     if spec.generated:
         if "\n@GENERATED@\n" not in source:

@@ -32,8 +32,11 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 def tracefs_root() -> Path | None:
     for p in (TRACEFS, DEBUGFS_TRACING):
-        if (p / "events").is_dir():
-            return p
+        try:
+            if (p / "events").is_dir():
+                return p
+        except PermissionError:   # mounted, but not ours to read (not root)
+            return None
     return None
 
 

@@ -88,7 +88,7 @@ def run_compare(sub, common: dict) -> int:
     events: list[Event] = []
     opts = Options(source="both", fmt="raw", output=common["output"] or os.devnull,
                    keys=keys, duration=common["duration"], count=common["count"],
-                   buffer_bytes=common["buffer_bytes"])
+                   buffer_bytes=common["buffer_bytes"], log=options.log_policy(common))
     session = Session(dataclasses.replace(sub, to_audit=to_audit), opts,
                       on_event=events.append)
     code = session.run()

@@ -65,7 +65,9 @@ def program(req: ExitRequest) -> ProgramSpec:
     if req.exe is not None:
         st = os.stat(req.exe)
         defines.update(FILTER_EXE=1, EXE_INO=f"{st.st_ino}ULL", EXE_DEV=kernel_dev(st.st_dev))
-    return declare.program("exit.c", SYSCALLS, defines, pids=req.pids, comms=req.comms)
+    return declare.program("exit.c", SYSCALLS, defines, pids=req.pids, comms=req.comms,
+                           tracepoint_fields={"TP_GROUP_DEAD": ("sched/sched_process_exit",
+                                                                "group_dead")})
 
 
 def decode(d: Decoder, buf: bytes) -> SyscallEvent:
