@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from audtrace.compat.ints import s32
 from audtrace.compat.record import Event, Record, Run, SyscallRecord, enc_int, enc_str
+from audtrace.compat.rules import KEY_SEP
 from audtrace.tracer.ebpf.events import FileInfo, Identity, KernelSignal, SyscallEvent, Target
 
 SRC = ("src", "ebpf")
@@ -33,7 +34,7 @@ def enc_key(keys: list[str] | tuple[str, ...]) -> str:
     text = _KEYS.get(t)
     if text is None:
         # several keys travel as one string separated by \x01, which forces the hex form
-        text = _KEYS[t] = enc_str("\x01".join(t)) if t else "(null)"
+        text = _KEYS[t] = enc_str(KEY_SEP.join(t)) if t else "(null)"
     return text
 
 

@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass, field
 
 from audtrace.compat import tables
-from audtrace.compat.rules import KEY_SEP, Rule, machine_arches
+from audtrace.compat.rules import Rule, machine_arches
 from audtrace.tracer.ebpf.layout import kernel_dev
 
 # the kernel's syscall classes behind -F perm (include/asm-generic/audit_*.h), plus the
@@ -369,7 +369,3 @@ def syscall_union(p: Plan) -> set[int] | None:
             return None
         out |= set(rule.syscalls)
     return out
-
-
-def key_text(keys: list[str]) -> str:
-    return KEY_SEP.join(keys)
