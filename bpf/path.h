@@ -24,9 +24,10 @@ struct exe_path {
 	char buf[PATH_SPAN + EXE_PART];
 };
 
-/* Unrolled, the walk is large: a program has room for two of them within the 4096
- * instructions allowed where the loader lacks CAP_BPF in the initial user namespace. (A
- * bounded loop instead passes the verifier's complexity limit.) */
+/* Unrolled, and written so the verifier can prune: it walks every path through a program,
+ * and a program that takes three of these walks (exec did) or keeps exact ranges of the
+ * component lengths passes its limit of a million instructions explored (E2BIG, which BCC
+ * reports as "program too large"). A bounded loop passes that limit too. */
 static __always_inline void capture_path(struct exe_path *out, void *dentry, void *vfsmnt)
 {
 	void *mnt = vfsmnt - OFF_MOUNT_MNT;
