@@ -247,7 +247,23 @@ def test_known_durations_filters_slow_calls_and_heatmap(actors, tmp_path):
     assert sum(int(c.get("data-count")) for c in cells) == sum(len(v) for v in done_a.values())
 
 
-def test_no_count_lost_across_interval_flips_and_exit_group(actors):
+# each way of timing the calls (tracer/subcommands/latency.py, Mechanism), and what the
+# tracing line must name for it
+MECHANISMS = {
+    "raw": (["--syscall-via", "raw"], ["raw tracepoints sys_enter/sys_exit", "per-CPU arrays"]),
+    "tracepoints": (
+        ["--syscall-via", "tracepoints"],
+        ["per-syscall tracepoints", "per-CPU arrays"],
+    ),
+    "per-process": (["--per-process"], ["per-CPU hashes"]),
+}
+
+
+@pytest.mark.parametrize("mech", sorted(MECHANISMS))
+def test_no_count_lost_across_interval_flips_and_exit_group(actors, mech):
+    from audtrace.tracer.ebpf import features
+
+    args, said = MECHANISMS[mech]
     a = actors("lat-x", "getppid:1000*40;exits:4")
     run = latency(
         "--syscall",
@@ -258,7 +274,15 @@ def test_no_count_lost_across_interval_flips_and_exit_group(actors):
         "0.1",
         "--format",
         "json",
+        *args,
     )
+    tracing = next(line for line in run.stderr if line.startswith("audtrace: tracing"))
+    for words in said:
+        assert words in tracing, tracing
+    # the start stamps live in task storage wherever the kernel allows it
+    raw = "raw tracepoints" in tracing
+    ts_ok, _ = features.task_storage_available("raw_tracepoint" if raw else "tracepoint")
+    assert ("start stamps in task storage" in tracing) == ts_ok, tracing
     done = a.go()
     run.stop()
     a.finish()

@@ -4,6 +4,10 @@ bpf/latency.c keeps log2 histograms with exact count/sum/min/max in BPF maps; th
 tick drains them and reports (tracer/latency/report.py). Calls slower than --slower-than
 become SYSCALL events of the same stream as the other subcommands, with their latency as an
 extra field.
+
+How the calls are timed is chosen at run time for its cost per timed call (`mechanism`):
+raw tracepoints sys_enter/sys_exit where the kernel has them, start stamps in task-local
+storage where programs may use it, counters in per-CPU arrays where the keys are bounded.
 """
 
 from __future__ import annotations
@@ -29,6 +33,33 @@ from audtrace.tracer.session import Subcommand
 
 EXIT_NAMES = ("exit", "exit_group")  # never return: measured to the task's last switch
 LATENCY_FIELD = "latency_ns"
+FUNC_NR = -1                         # bpf/latency.c's key of a kernel function
+# machine -> (layout member, bit): where a task shows it is in a 32-bit syscall, which the
+# raw tracepoints see with its own number
+_COMPAT = {"x86_64": ("OFF_TI_STATUS", 0x2),        # TS_COMPAT
+           "aarch64": ("OFF_TI_FLAGS", 1 << 22)}    # TIF_32BIT
+# where the raw tracepoints' programs find the number at sys_exit (the saved registers)
+_RAW_MACHINES = ("x86_64", "aarch64")
+
+
+@dataclass
+class Mechanism:
+    """How the calls are timed, and why (the tracing line says both)."""
+    raw: bool = False            # raw tracepoints sys_enter/sys_exit, else per-syscall ones
+    task_storage: bool = False   # start stamps in task-local storage, else an LRU hash
+    arrays: bool = True          # per-CPU arrays by (timed index, bucket), else hashes
+    why: str = ""
+    function: str | None = None  # "fentry on F" / "kprobe on F" instead of syscall hooks
+
+    def describe(self) -> str:
+        if self.function:
+            hook = self.function
+        else:
+            hook = "raw tracepoints sys_enter/sys_exit" if self.raw else "per-syscall tracepoints"
+            hook += f" ({self.why})"
+        stamps = "task storage" if self.task_storage else "a per-thread hash"
+        counters = "per-CPU arrays" if self.arrays else "per-CPU hashes"
+        return f"{hook}, start stamps in {stamps}, log2 histograms in {counters}"
 
 
 @dataclass
@@ -36,6 +67,8 @@ class LatencyRequest:
     syscalls: list[str] = field(default_factory=list)
     function: str | None = None
     function_via: str | None = None          # "fentry" or "kprobe", decided at run time
+    syscall_via: str = "auto"                # "auto", "raw" or "tracepoints"
+    mechanism: Mechanism | None = None       # chosen at run time (choose_mechanism)
     pids: list[int] = field(default_factory=list)
     comms: list[str] = field(default_factory=list)
     per_process: bool = False
@@ -46,29 +79,94 @@ class LatencyRequest:
     json: bool = False
     report_to: TextIO = sys.stdout
 
+    def timed(self) -> list[int]:
+        """The keys of what is timed, in the order of the programs' timed indexes."""
+        if self.function:
+            return [FUNC_NR]
+        arch = tables.host_arch()
+        return [n for n in (tables.syscall_number(arch, s) for s in self.syscalls)
+                if n is not None]
+
+
+def choose_mechanism(req: LatencyRequest) -> Mechanism:
+    """The cheapest way to time this request on this kernel, with the reason.
+
+    Measured per timed call (README "Performance"): raw tracepoints cost less than the
+    syscalls' own tracepoints, by the same amount for one syscall or hundreds (the programs
+    test the number first, which costs nothing measurable), and a start stamp in task-local
+    storage costs far less than one in a hash (update, lookup, delete). The price of raw
+    tracepoints is a number test in every other syscall of the machine."""
+    arrays = not req.per_process
+    if req.function:
+        # fentry programs share kprobes' helpers (bpf_tracing_func_proto); libbpf can only
+        # probe the latter
+        ok, _why = features.task_storage_available("kprobe")
+        return Mechanism(task_storage=ok, arrays=arrays,
+                         function=f"{req.function_via} on {req.function}")
+    raw_ok, raw_why = features.raw_tracepoint_available()
+    machine = tables.arch_name(tables.host_arch()) or ""
+    if machine not in _RAW_MACHINES:
+        raw_ok, raw_why = False, f"no register layout known for {machine}"
+    if req.syscall_via == "raw" and not raw_ok:
+        raise click.ClickException(f"--syscall-via raw: {raw_why}")
+    if req.syscall_via == "tracepoints":
+        raw, why = False, "asked for"
+    elif raw_ok:
+        raw = True
+        why = ("asked for" if req.syscall_via == "raw" else
+               "cheapest per timed call for any number of syscalls; every other syscall"
+               " pays a number test")
+    else:
+        raw, why = False, f"no raw tracepoints: {raw_why}"
+    ts_ok, _ts_why = features.task_storage_available("raw_tracepoint" if raw else "tracepoint")
+    return Mechanism(raw=raw, task_storage=ts_ok, arrays=arrays, why=why)
+
+
+def _timed_index_c(nrs: list[int]) -> str:
+    """timed_index(nr): a timed syscall's index in the counters, -1 for any other."""
+    cases = "".join(f"\tcase {nr}:\n\t\treturn {i};\n" for i, nr in enumerate(nrs))
+    return ("static __always_inline int timed_index(long nr)\n{\n\tswitch (nr) {\n"
+            f"{cases}\t}}\n\treturn -1;\n}}\n")
+
 
 def program(req: LatencyRequest) -> ProgramSpec:
+    if req.mechanism is None:
+        req.mechanism = choose_mechanism(req)
+    mech = req.mechanism
     arch = tables.host_arch()
     # -2 matches no syscall: that one is not traced
     exit_nrs = {n: tables.syscall_number(arch, n) for n in EXIT_NAMES if n in req.syscalls}
     exit_nr = {n: -2 if exit_nrs.get(n) is None else exit_nrs[n] for n in EXIT_NAMES}
+    timed = req.timed()
     defines: dict[str, int | str] = {
         "SELF_TGID": os.getpid(), "PER_PROCESS": int(req.per_process),
         "SLOWER_THAN_NS": f"{req.slower_than_ns or 0}ULL",
         "LAT_NR_EXIT": exit_nr["exit"], "LAT_NR_EXIT_GROUP": exit_nr["exit_group"],
+        "LAT_INDEXES": len(timed),
         "HIST_ENTRIES": 65536 if req.per_process else 4096,
         "STATS_ENTRIES": 10240 if req.per_process else 512,
     }
+    for name, on in (("LAT_RAW", mech.raw), ("HAVE_TASK_STORAGE", mech.task_storage),
+                     ("LAT_ARRAYS", mech.arrays)):
+        if on:
+            defines[name] = 1
+    if mech.raw:
+        machine = tables.arch_name(arch) or ""
+        if machine in _COMPAT:
+            defines["COMPAT_OFF"], defines["COMPAT_MASK"] = _COMPAT[machine]
     if req.function and req.function_via == "fentry":
         defines["FUNC_FENTRY"], defines["FUNC_NAME"] = 1, req.function
     elif req.function:
         defines["FUNC_KPROBE"] = 1      # the name goes to attach_kprobe, not into the C text
-    return declare.program("latency.c", req.syscalls, defines, pids=req.pids, comms=req.comms,
-                           extra_attach=_extra_attach(req, bool(exit_nrs)))
+    return declare.program("latency.c", () if mech.raw else req.syscalls,
+                           defines, pids=req.pids, comms=req.comms,
+                           extra_attach=_extra_attach(req, bool(exit_nrs)),
+                           generated=_timed_index_c(timed))
 
 
 def _extra_attach(req: LatencyRequest, exits: bool):
     def attach(bpf, _tracefs: Path) -> None:
+        attach_syscall_hooks(bpf, req.mechanism)
         if exits:
             bpf.attach_raw_tracepoint(tp="sched_switch", fn_name="on_sched_switch")
         if req.function and req.function_via == "kprobe":
@@ -76,6 +174,14 @@ def _extra_attach(req: LatencyRequest, exits: bool):
             bpf.attach_kretprobe(event=req.function, fn_name="func_kretprobe")
         # fentry/fexit programs are attached by BCC when it loads them
     return attach
+
+
+def attach_syscall_hooks(bpf, mech: Mechanism | None) -> None:
+    """The raw tracepoints sys_enter/sys_exit, when they time the calls. (The per-syscall
+    tracepoints are attached by the loader from the spec's syscalls.)"""
+    if mech is not None and mech.raw:
+        bpf.attach_raw_tracepoint(tp="sys_enter", fn_name="lat_raw_enter")
+        bpf.attach_raw_tracepoint(tp="sys_exit", fn_name="lat_raw_exit")
 
 
 # ---- slow calls as audit events ------------------------------------------------------
@@ -100,9 +206,9 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
 # ---- declaration and command line ----------------------------------------------------
 
 def subcommand(req: LatencyRequest, keys: list[str]) -> Subcommand:
-    how = (f"{req.function_via} on {req.function}" if req.function
-           else "eBPF syscall tracepoints, log2 histograms in BPF maps")
-    return Subcommand(name="latency", program=program(req), decode=decode, to_audit=to_audit,
+    spec = program(req)
+    how = req.mechanism.describe()
+    return Subcommand(name="latency", program=spec, decode=decode, to_audit=to_audit,
                       tick=Reporter(req, req.report_to), mechanism=how)
 
 
@@ -141,6 +247,10 @@ def _duration(_ctx, _param, value) -> int | None:
               help="A kernel function to time instead (fentry/fexit or kprobe/kretprobe).")
 @click.option("--function-via", type=click.Choice(("auto", "fentry", "kprobe")), default="auto",
               show_default=True, help="Mechanism for --function.")
+@click.option("--syscall-via", type=click.Choice(("auto", "raw", "tracepoints")),
+              default="auto", show_default=True,
+              help="Mechanism for --syscall: raw tracepoints sys_enter/sys_exit, or each"
+              " syscall's own tracepoints (auto: the cheaper per timed call).")
 @options.pid_option()
 @options.comm_option("Only processes with this comm.")
 @click.option("--per-process", is_flag=True, help="Also break each histogram down by process.")
@@ -152,8 +262,8 @@ def _duration(_ctx, _param, value) -> int | None:
               help="Write a latency heatmap (time x, log2 buckets y) at exit.")
 @click.option("--heatmap-step", type=float, callback=options.positive, metavar="SECONDS",
               help="Seconds per heatmap column (default: --interval, or 1).")
-def command(common, syscalls, function, function_via, pids, comms, per_process, interval,
-            slower_than, heatmap, heatmap_step) -> LatencyRequest:
+def command(common, syscalls, function, function_via, syscall_via, pids, comms, per_process,
+            interval, slower_than, heatmap, heatmap_step) -> LatencyRequest:
     """How long syscalls or a kernel function take: log2 histograms kept in the kernel."""
     if bool(syscalls) == bool(function):
         raise click.UsageError("give either --syscall LIST or --function NAME")
@@ -165,9 +275,10 @@ def command(common, syscalls, function, function_via, pids, comms, per_process, 
                                  " event)", param_hint="--slower-than")
     # slow-call events own stdout when they have no -o: the report moves to stderr then
     events_on_stdout = slower_than and common["output"] in (None, "-")
-    req = LatencyRequest(syscalls=syscalls, function=function, pids=list(pids), comms=comms,
-                         per_process=per_process, slower_than_ns=slower_than, interval=interval,
-                         heatmap=heatmap, heatmap_step=heatmap_step or interval or 1.0,
+    req = LatencyRequest(syscalls=syscalls, function=function, syscall_via=syscall_via,
+                         pids=list(pids), comms=comms, per_process=per_process,
+                         slower_than_ns=slower_than, interval=interval, heatmap=heatmap,
+                         heatmap_step=heatmap_step or interval or 1.0,
                          json=common["fmt"] == "json",
                          report_to=sys.stderr if events_on_stdout else sys.stdout)
     if function:
