@@ -3,7 +3,8 @@
 bpf/latency.c keeps log2 histograms with exact count/sum/min/max in BPF maps; the session's
 tick drains them and reports (tracer/latency/report.py). Calls slower than --slower-than
 become SYSCALL events of the same stream as the other subcommands, with their latency as an
-extra field.
+extra field. `--audit-cost RULE` times the syscalls with and without audit rules in turn
+(tracer/latency/audit_cost.py).
 
 How the calls are timed is chosen at run time for its cost per timed call (`mechanism`):
 raw tracepoints sys_enter/sys_exit where the kernel has them, start stamps in task-local
@@ -20,12 +21,14 @@ from pathlib import Path
 from typing import TextIO
 
 import click
+from audtrace.compat import rules as audit_rules
 from audtrace.compat import tables
 from audtrace.compat.record import Event
 from audtrace.tracer import declare, options
 from audtrace.tracer.ebpf import features
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
+from audtrace.tracer.latency import audit_cost
 from audtrace.tracer.latency.histogram import parse_duration
 from audtrace.tracer.latency.report import Reporter
 from audtrace.tracer.records import enc_own_int, event_of, proctitle_record, syscall_record
@@ -78,6 +81,7 @@ class LatencyRequest:
     heatmap_step: float | None = None
     json: bool = False
     report_to: TextIO = sys.stdout
+    audit_cost: audit_cost.Plan | None = None   # --audit-cost: rules, rounds, window, load
 
     def timed(self) -> list[int]:
         """The keys of what is timed, in the order of the programs' timed indexes."""
@@ -158,8 +162,10 @@ def program(req: LatencyRequest) -> ProgramSpec:
         defines["FUNC_FENTRY"], defines["FUNC_NAME"] = 1, req.function
     elif req.function:
         defines["FUNC_KPROBE"] = 1      # the name goes to attach_kprobe, not into the C text
+    # --load times its own loop alone: its pid joins the filter once it runs
+    pid_filter = {"FILTER_PID": 1} if req.audit_cost and req.audit_cost.load else {}
     return declare.program("latency.c", () if mech.raw else req.syscalls,
-                           defines, pids=req.pids, comms=req.comms,
+                           {**defines, **pid_filter}, pids=req.pids, comms=req.comms,
                            extra_attach=_extra_attach(req, bool(exit_nrs)),
                            generated=_timed_index_c(timed))
 
@@ -208,8 +214,13 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
 def subcommand(req: LatencyRequest, keys: list[str]) -> Subcommand:
     spec = program(req)
     how = req.mechanism.describe()
+    if req.audit_cost is None:
+        return Subcommand(name="latency", program=spec, decode=decode, to_audit=to_audit,
+                          tick=Reporter(req, req.report_to), mechanism=how)
+    run = audit_cost.AuditCost(req, req.audit_cost, req.report_to)
     return Subcommand(name="latency", program=spec, decode=decode, to_audit=to_audit,
-                      tick=Reporter(req, req.report_to), mechanism=how)
+                      tick=run, finished=run.finished,
+                      mechanism=f"{how}; {run.describe()}")
 
 
 def _syscalls(_ctx, _param, values) -> list[str]:
@@ -240,6 +251,19 @@ def _duration(_ctx, _param, value) -> int | None:
         raise click.BadParameter(str(e)) from None
 
 
+def _rules(_ctx, _param, values) -> list[audit_rules.Rule]:
+    out = []
+    for text in values:
+        try:
+            cmd = audit_rules.parse_args(audit_rules.split_line(text))
+        except audit_rules.RuleError as e:
+            raise click.BadParameter(f"{text!r}: {e}") from None
+        if not isinstance(cmd, audit_rules.RuleCommand) or cmd.op not in ("add", "prepend"):
+            raise click.BadParameter(f"{text!r} is no rule to add (-a, -A or -w)")
+        out.append(cmd.rule)
+    return out
+
+
 @declare.command(subcommand)
 @click.option("--syscall", "syscalls", multiple=True, callback=_syscalls, metavar="LIST",
               help="Syscalls to time, by name or number (bind,ioctl / 49).")
@@ -262,9 +286,27 @@ def _duration(_ctx, _param, value) -> int | None:
               help="Write a latency heatmap (time x, log2 buckets y) at exit.")
 @click.option("--heatmap-step", type=float, callback=options.positive, metavar="SECONDS",
               help="Seconds per heatmap column (default: --interval, or 1).")
+@click.option("--audit-cost", "cost_rules", multiple=True, callback=_rules, metavar="RULE",
+              help="What these kernel audit rules (auditctl syntax, repeatable) add to each"
+              " call: the syscalls timed with and without them, in turns.")
+@click.option("--rounds", type=click.IntRange(1, 1000), default=5, show_default=True,
+              help="With --audit-cost: rounds of one window with the rules, one without.")
+@click.option("--window", type=float, callback=options.positive, default=1.0,
+              show_default=True, metavar="SECONDS", help="With --audit-cost: window length.")
+@click.option("--load", is_flag=True,
+              help="With --audit-cost: audtrace calls the timed syscalls itself, in a loop"
+              " of its own, and times that loop alone.")
 def command(common, syscalls, function, function_via, syscall_via, pids, comms, per_process,
-            interval, slower_than, heatmap, heatmap_step) -> LatencyRequest:
+            interval, slower_than, heatmap, heatmap_step, cost_rules, rounds, window,
+            load) -> LatencyRequest:
     """How long syscalls or a kernel function take: log2 histograms kept in the kernel."""
+    plan = None
+    if cost_rules:
+        syscalls = _cost_checks(cost_rules, syscalls, function, pids, comms, per_process,
+                                interval, slower_than, heatmap, load)
+        plan = audit_cost.Plan(cost_rules, rounds, window, load)
+    elif load:
+        raise click.BadParameter("applies to --audit-cost only", param_hint="--load")
     if bool(syscalls) == bool(function):
         raise click.UsageError("give either --syscall LIST or --function NAME")
     if common["source"] != "ebpf":
@@ -280,10 +322,42 @@ def command(common, syscalls, function, function_via, syscall_via, pids, comms, 
                          slower_than_ns=slower_than, interval=interval, heatmap=heatmap,
                          heatmap_step=heatmap_step or interval or 1.0,
                          json=common["fmt"] == "json",
-                         report_to=sys.stderr if events_on_stdout else sys.stdout)
+                         report_to=sys.stderr if events_on_stdout else sys.stdout,
+                         audit_cost=plan)
     if function:
         _choose_function_mechanism(req, function_via)
     return req
+
+
+def _cost_checks(rules, syscalls, function, pids, comms, per_process, interval, slower_than,
+                 heatmap, load) -> list[str]:
+    """--audit-cost compares whole histograms of syscalls: what does not fit is refused.
+    Without --syscall, the rules' own syscalls of this machine's arch are timed."""
+    for given, name in ((function, "--function"), (per_process, "--per-process"),
+                        (interval, "--interval"), (slower_than, "--slower-than"),
+                        (heatmap, "--heatmap")):
+        if given:
+            raise click.BadParameter("does not go with --audit-cost", param_hint=name)
+    if load and (pids or comms):
+        raise click.BadParameter("times its own loop: no --pid or --comm with it",
+                                 param_hint="--load")
+    if syscalls:
+        out = syscalls
+    else:
+        host = tables.host_arch()
+        nrs = sorted({nr for r in rules if r.arch in (None, host) for nr in r.syscalls})
+        out = [n for n in (tables.syscall_name(host, nr) for nr in nrs) if n]
+        if not out:
+            raise click.UsageError("--audit-cost: the rules name no syscall of this machine's"
+                                   " arch to time; say which with --syscall LIST")
+    if load:
+        missing = [n for n in out if n not in audit_cost.LOAD_CALLS]
+        if missing:
+            raise click.BadParameter(
+                f"no built-in way to call {', '.join(missing)} harmlessly (it can: "
+                f"{', '.join(sorted(audit_cost.LOAD_CALLS))}); run your own load instead",
+                param_hint="--load")
+    return out
 
 
 def _choose_function_mechanism(req: LatencyRequest, via: str) -> None:
