@@ -9,6 +9,8 @@
  *   LAT_RAW            raw tracepoints sys_enter/sys_exit: every syscall runs the programs,
  *                      which test the number first (timed_index, generated); else the timed
  *                      syscalls' own tracepoints (syscalls:sys_enter_X / sys_exit_X)
+ *   LAT_BTF            (with LAT_RAW, its fallback) the same as tp_btf programs, which read
+ *                      the registers and the task with plain loads instead of helper calls
  *   HAVE_TASK_STORAGE  the stamp in task-local storage (no hash update, lookup and delete per
  *                      call; it goes with the task), else a per-thread LRU hash
  *   LAT_ARRAYS         counters in per-CPU arrays indexed by (timed index, bucket): lookups
@@ -354,6 +356,44 @@ int lat_raw_exit(struct bpf_raw_tracepoint_args *ctx)
 	if (timed_index(nr) < 0)
 		return 0;
 	return lat_exit(ctx, nr, ctx->args[1]);
+}
+#endif
+
+#ifdef LAT_BTF
+/* The same hooks as BTF-typed raw tracepoints (tp_btf): ctx[0] is the struct pt_regs *,
+ * read with plain loads (the verifier makes them fault-safe), ctx[1] the number at sys_enter
+ * and the return value at sys_exit; the task and its compat flag likewise, through
+ * bpf_get_current_task_btf: no helper call per read. */
+#define REG(regs, off) (*(u64 *)((char *)(regs) + (off)))
+
+int lat_btf_enter(unsigned long long *ctx)
+{
+	s32 nr = ctx[1];
+	int index = timed_index(nr);
+	u64 a[4] = {};
+
+	if (index < 0)
+		return 0;
+#ifdef COMPAT_OFF
+	if (*(u32 *)((char *)bpf_get_current_task_btf() + COMPAT_OFF) & COMPAT_MASK)
+		return 0;
+#endif
+#if SLOWER_THAN_NS
+	a[0] = REG((void *)ctx[0], OFF_REGS_ARG0);
+	a[1] = REG((void *)ctx[0], OFF_REGS_ARG1);
+	a[2] = REG((void *)ctx[0], OFF_REGS_ARG2);
+	a[3] = REG((void *)ctx[0], OFF_REGS_ARG3);
+#endif
+	return lat_enter(nr, index, a, 4);
+}
+
+int lat_btf_exit(unsigned long long *ctx)
+{
+	long nr = REG((void *)ctx[0], OFF_REGS_NR);
+
+	if (timed_index(nr) < 0)
+		return 0;
+	return lat_exit(ctx, nr, ctx[1]);
 }
 #endif
 

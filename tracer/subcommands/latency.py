@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -25,7 +26,7 @@ from audtrace.compat import rules as audit_rules
 from audtrace.compat import tables
 from audtrace.compat.record import Event
 from audtrace.tracer import declare, options
-from audtrace.tracer.ebpf import features
+from audtrace.tracer.ebpf import features, tp_btf
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.latency import audit_cost
@@ -49,16 +50,21 @@ _RAW_MACHINES = ("x86_64", "aarch64")
 class Mechanism:
     """How the calls are timed, and why (the tracing line says both)."""
     raw: bool = False            # raw tracepoints sys_enter/sys_exit, else per-syscall ones
+    btf: bool = False            # (with raw) as tp_btf programs; raw ones if those are refused
     task_storage: bool = False   # start stamps in task-local storage, else an LRU hash
     arrays: bool = True          # per-CPU arrays by (timed index, bucket), else hashes
     why: str = ""
     function: str | None = None  # "fentry on F" / "kprobe on F" instead of syscall hooks
+    # called when the hooks change at attach time (tp_btf refused): the tracing line follows
+    changed: Callable[[], None] | None = field(default=None, repr=False)
 
     def describe(self) -> str:
         if self.function:
             hook = self.function
         else:
-            hook = "raw tracepoints sys_enter/sys_exit" if self.raw else "per-syscall tracepoints"
+            hook = ("tp_btf sys_enter/sys_exit (BTF-typed raw tracepoints)" if self.btf
+                    else "raw tracepoints sys_enter/sys_exit" if self.raw
+                    else "per-syscall tracepoints")
             hook += f" ({self.why})"
         stamps = "task storage" if self.task_storage else "a per-thread hash"
         counters = "per-CPU arrays" if self.arrays else "per-CPU hashes"
@@ -107,23 +113,31 @@ def choose_mechanism(req: LatencyRequest) -> Mechanism:
         ok, _why = features.task_storage_available("kprobe")
         return Mechanism(task_storage=ok, arrays=arrays,
                          function=f"{req.function_via} on {req.function}")
+    via = req.syscall_via
     raw_ok, raw_why = features.raw_tracepoint_available()
     machine = tables.arch_name(tables.host_arch()) or ""
     if machine not in _RAW_MACHINES:
         raw_ok, raw_why = False, f"no register layout known for {machine}"
-    if req.syscall_via == "raw" and not raw_ok:
-        raise click.ClickException(f"--syscall-via raw: {raw_why}")
-    if req.syscall_via == "tracepoints":
-        raw, why = False, "asked for"
+    btf_ok, btf_why = tp_btf.available() if raw_ok else (False, raw_why)
+    if via in ("raw", "tp_btf") and not raw_ok:
+        raise click.ClickException(f"--syscall-via {via}: {raw_why}")
+    if via == "tp_btf" and not btf_ok:
+        raise click.ClickException(f"--syscall-via tp_btf: {btf_why}")
+    cheapest = ("cheapest per timed call for any number of syscalls; every other syscall"
+                " pays a number test")
+    if via == "tracepoints":
+        raw, btf, why = False, False, "asked for"
+    elif via in ("raw", "tp_btf"):
+        raw, btf, why = True, via == "tp_btf", "asked for"
     elif raw_ok:
-        raw = True
-        why = ("asked for" if req.syscall_via == "raw" else
-               "cheapest per timed call for any number of syscalls; every other syscall"
-               " pays a number test")
+        raw, btf = True, btf_ok
+        why = cheapest if btf_ok else f"{cheapest}; no tp_btf: {btf_why}"
     else:
-        raw, why = False, f"no raw tracepoints: {raw_why}"
+        raw, btf, why = False, False, f"no raw tracepoints: {raw_why}"
+    # tp_btf (tracing) programs have the raw tracepoints' helpers (bpf_tracing_func_proto);
+    # libbpf can only probe the latter
     ts_ok, _ts_why = features.task_storage_available("raw_tracepoint" if raw else "tracepoint")
-    return Mechanism(raw=raw, task_storage=ts_ok, arrays=arrays, why=why)
+    return Mechanism(raw=raw, btf=btf, task_storage=ts_ok, arrays=arrays, why=why)
 
 
 def _timed_index_c(nrs: list[int]) -> str:
@@ -150,7 +164,8 @@ def program(req: LatencyRequest) -> ProgramSpec:
         "HIST_ENTRIES": 65536 if req.per_process else 4096,
         "STATS_ENTRIES": 10240 if req.per_process else 512,
     }
-    for name, on in (("LAT_RAW", mech.raw), ("HAVE_TASK_STORAGE", mech.task_storage),
+    for name, on in (("LAT_RAW", mech.raw), ("LAT_BTF", mech.btf),
+                     ("HAVE_TASK_STORAGE", mech.task_storage),
                      ("LAT_ARRAYS", mech.arrays)):
         if on:
             defines[name] = 1
@@ -183,11 +198,24 @@ def _extra_attach(req: LatencyRequest, exits: bool):
 
 
 def attach_syscall_hooks(bpf, mech: Mechanism | None) -> None:
-    """The raw tracepoints sys_enter/sys_exit, when they time the calls. (The per-syscall
-    tracepoints are attached by the loader from the spec's syscalls.)"""
-    if mech is not None and mech.raw:
-        bpf.attach_raw_tracepoint(tp="sys_enter", fn_name="lat_raw_enter")
-        bpf.attach_raw_tracepoint(tp="sys_exit", fn_name="lat_raw_exit")
+    """sys_enter/sys_exit as tp_btf programs, else as raw tracepoints, when they time the
+    calls. (The per-syscall tracepoints are attached by the loader from the spec's syscalls.)
+    A kernel that refuses the tp_btf programs gets the raw ones, and the tracing line says so."""
+    if mech is None or not mech.raw:
+        return
+    if mech.btf:
+        try:
+            tp_btf.attach_function(bpf, "lat_btf_enter", "sys_enter")
+            tp_btf.attach_function(bpf, "lat_btf_exit", "sys_exit")
+            return
+        except tp_btf.TpBtfError as e:
+            tp_btf.detach_all(bpf)
+            mech.btf = False
+            mech.why = f"tp_btf refused: {e.strerror}"
+            if mech.changed is not None:
+                mech.changed()
+    bpf.attach_raw_tracepoint(tp="sys_enter", fn_name="lat_raw_enter")
+    bpf.attach_raw_tracepoint(tp="sys_exit", fn_name="lat_raw_exit")
 
 
 # ---- slow calls as audit events ------------------------------------------------------
@@ -213,14 +241,25 @@ def to_audit(ev: SyscallEvent, keys: list[str], serial: int) -> Event:
 
 def subcommand(req: LatencyRequest, keys: list[str]) -> Subcommand:
     spec = program(req)
-    how = req.mechanism.describe()
-    if req.audit_cost is None:
-        return Subcommand(name="latency", program=spec, decode=decode, to_audit=to_audit,
-                          tick=Reporter(req, req.report_to), mechanism=how)
-    run = audit_cost.AuditCost(req, req.audit_cost, req.report_to)
-    return Subcommand(name="latency", program=spec, decode=decode, to_audit=to_audit,
-                      tick=run, finished=run.finished,
-                      mechanism=f"{how}; {run.describe()}")
+    run = None if req.audit_cost is None else audit_cost.AuditCost(req, req.audit_cost,
+                                                                   req.report_to)
+
+    def how() -> str:
+        mech = req.mechanism.describe()
+        return mech if run is None else f"{mech}; {run.describe()}"
+
+    if run is None:
+        sub = Subcommand(name="latency", program=spec, decode=decode, to_audit=to_audit,
+                         tick=Reporter(req, req.report_to), mechanism=how())
+    else:
+        sub = Subcommand(name="latency", program=spec, decode=decode, to_audit=to_audit,
+                         tick=run, finished=run.finished, mechanism=how())
+
+    def changed() -> None:
+        sub.mechanism = how()
+
+    req.mechanism.changed = changed
+    return sub
 
 
 def _syscalls(_ctx, _param, values) -> list[str]:
@@ -271,10 +310,11 @@ def _rules(_ctx, _param, values) -> list[audit_rules.Rule]:
               help="A kernel function to time instead (fentry/fexit or kprobe/kretprobe).")
 @click.option("--function-via", type=click.Choice(("auto", "fentry", "kprobe")), default="auto",
               show_default=True, help="Mechanism for --function.")
-@click.option("--syscall-via", type=click.Choice(("auto", "raw", "tracepoints")),
+@click.option("--syscall-via", type=click.Choice(("auto", "tp_btf", "raw", "tracepoints")),
               default="auto", show_default=True,
-              help="Mechanism for --syscall: raw tracepoints sys_enter/sys_exit, or each"
-              " syscall's own tracepoints (auto: the cheaper per timed call).")
+              help="Mechanism for --syscall: sys_enter/sys_exit as BTF-typed (tp_btf) or raw"
+              " tracepoints, or each syscall's own tracepoints (auto: the cheapest per"
+              " timed call).")
 @options.pid_option()
 @options.comm_option("Only processes with this comm.")
 @click.option("--per-process", is_flag=True, help="Also break each histogram down by process.")
