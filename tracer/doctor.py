@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import orjson
-from audtrace.tracer.ebpf import features, system
+from audtrace.tracer.ebpf import features, system, tp_btf
 
 
 @dataclass
@@ -67,6 +67,9 @@ def checks() -> list[Check]:
     out.append(Check("tracepoints", tp or root is None, tp_detail))
     out.append(Check("kprobes", *features.kprobes_available()))
     out.append(Check("fentry", *features.fentry_available()))
+    out.append(Check("raw_tp", *features.raw_tracepoint_available()))
+    out.append(Check("tp_btf", *tp_btf.available()))
+    out.append(Check("task storage", *features.task_storage_available("raw_tracepoint")))
     tree = system.find_header_tree()
     out.append(Check("header tree", tree.kind != "none", tree.note))
     ok, detail = audit_state()
@@ -86,13 +89,22 @@ def mechanisms(by_name: dict[str, Check]) -> dict[str, str]:
                 f" {offsets}",
         "kill --source audit": "kernel audit rules over netlink, multicast group readlog"
         + ("" if by_name["kernel audit"].ok else " (unavailable)"),
-        "latency --syscall": "tracepoints syscalls:sys_enter/exit_* (+ raw tracepoint"
-                             " sched_switch for exit/exit_group), histograms in BPF maps",
+        "latency --syscall": _syscall_latency(by_name) + " (+ raw tracepoint sched_switch"
+                             " for exit/exit_group), histograms in BPF maps",
         "latency --function": _function_latency(by_name["fentry"], by_name["kprobes"]),
         "bind": "tracepoints syscalls:sys_enter/exit_bind, sockaddr read in the kernel;"
                 " conflicts by " + ("kprobes on the kernel's decision" if by_name["kprobes"].ok
                                     else "sock_diag after the failure (no kprobes)"),
     }
+
+
+def _syscall_latency(by_name: dict[str, Check]) -> str:
+    """What `latency --syscall` chooses (subcommands.latency.choose_mechanism)."""
+    hooks = ("tp_btf sys_enter/sys_exit" if by_name["tp_btf"].ok
+             else "raw tracepoints sys_enter/sys_exit" if by_name["raw_tp"].ok
+             else "tracepoints syscalls:sys_enter/exit_*")
+    stamps = "task storage" if by_name["task storage"].ok else "a per-thread hash"
+    return f"{hooks}, start stamps in {stamps}"
 
 
 def _function_latency(fentry: Check, kprobes: Check) -> str:

@@ -15,7 +15,14 @@ Four parts (see README.md, "Performance"):
               what each tool kept, and how fast it let the sender go;
   startup     seconds to `audtrace: tracing` and peak RSS per subcommand, and where the time
               and memory of start-up go (import, BTF, compile, load);
-  latency     `audtrace latency`'s cost per traced call, when that subcommand exists.
+  latency     `audtrace latency`'s cost per timed call beside bcc's syscount -L, by the
+              mechanism audtrace picks and by each it can be asked for;
+  latency-function
+              `audtrace latency --function` beside bcc's funclatency, where the kernel has
+              kprobes or fentry (the stock-kernel lane, vagrant/);
+  audit-cost  what an audit rule on getppid adds per call, as `audtrace latency --audit-cost`
+              reports it, beside the C loop's own CPU time with and without the rule (a real
+              auditd logging both).
 Prints tables of ratios, writes every raw number as JSON.
 """
 
@@ -428,36 +435,62 @@ def startup(_loop: Path, work: Path, scale: Scale) -> dict:
 # ---- 4. latency subcommand -------------------------------------------------------------------
 
 SYSCOUNT = "/usr/sbin/syscount-bpfcc"
-LATENCY_CONDITIONS = ("none", "audtrace-latency", "syscount")
+FUNCLATENCY = "/usr/sbin/funclatency-bpfcc"
+# audtrace's conditions: what it picks itself, then each mechanism it can be asked for
+LATENCY_AUDTRACE = {
+    "audtrace-latency": [],
+    "audtrace-latency-raw": ["--syscall-via", "raw"],
+    "audtrace-latency-tp": ["--syscall-via", "tracepoints"],
+}
+LATENCY_CONDITIONS = ("none", *LATENCY_AUDTRACE, "syscount")
+# the kernel function getppid runs (x86_64's syscall wrapper), for --function and funclatency
+LATENCY_FUNCTION = {"x86_64": "__x64_sys_getppid", "aarch64": "__arm64_sys_getppid"}
+
+
+def _tracing_line(tr: harness.Audtrace) -> str:
+    return next((ln for ln in tr.stderr if ln.startswith("audtrace: tracing")), "")
 
 
 @contextlib.contextmanager
-def latency_condition(name: str, work: Path) -> Iterator[None]:
+def latency_condition(name: str, work: Path, seen: dict[str, str]) -> Iterator[None]:
+    """One condition of the latency parts; `seen` keeps audtrace's tracing line per
+    condition (it names the mechanism)."""
+    fn = LATENCY_FUNCTION.get(platform.machine(), "")
     if name == "none":
         yield
-    elif name == "audtrace-latency":
-        with harness.audtrace(["latency", "--syscall", "getppid"], work / "latency.log"):
+    elif name in LATENCY_AUDTRACE:
+        args = ["latency", "--syscall", "getppid", *LATENCY_AUDTRACE[name]]
+        with harness.audtrace(args, work / "latency.log") as tr:
+            seen[name] = _tracing_line(tr)
+            yield
+    elif name == "audtrace-function":
+        with harness.audtrace(["latency", "--function", fn], work / "latency.log") as tr:
+            seen[name] = _tracing_line(tr)
+            yield
+    elif name == "funclatency":  # bcc's: one function's latency histogram
+        with harness.tool([FUNCLATENCY, fn], "Tracing"):
             yield
     else:  # bcc's own tool: per-syscall counts and latency, filtered to getppid in-kernel
         with harness.tool([SYSCOUNT, "-L", "--syscall", "getppid"], "Tracing"):
             yield
 
 
-def latency(loop: Path, work: Path, scale: Scale) -> dict:
-    """getppid timed by `audtrace latency --syscall getppid` and by bcc's syscount -L."""
-    if "latency" not in SUBCOMMANDS:
-        return {"skipped": "no `audtrace latency` subcommand in this tree"}
-    conds = LATENCY_CONDITIONS if Path(SYSCOUNT).exists() else LATENCY_CONDITIONS[:2]
+def _latency_rounds(conds: tuple[str, ...], what: str, loop: Path, work: Path,
+                    scale: Scale) -> dict:
+    """getppid's CPU ns per call under each condition, interleaved over the rounds."""
     rounds: list[dict[str, float]] = []
+    seen: dict[str, str] = {}
+    loads: list[list[float]] = []
     from audtrace.tracer.ebpf import system
 
-    # syscount needs tracefs and, like audtrace, a header tree presented to BCC
+    # bcc's tools need tracefs and, like audtrace, a header tree presented to BCC
     with system.tracefs_mounted(log), system.header_tree_for_bcc(system.find_header_tree()):
         for i, order in enumerate(plan.schedule(conds, scale.rounds)):
-            log(f"latency round {i + 1}/{scale.rounds}: {' '.join(order)}")
+            log(f"{what} round {i + 1}/{scale.rounds}: {' '.join(order)}")
+            loads.append(list(os.getloadavg()))
             r = {}
             for cond in order:
-                with latency_condition(cond, work):
+                with latency_condition(cond, work, seen):
                     r[cond] = time_calls(loop, "getppid", scale.calls, scale.reps)[1]
                 harness.settle()
             rounds.append(r)
@@ -465,6 +498,8 @@ def latency(loop: Path, work: Path, scale: Scale) -> dict:
     return {
         "conditions": list(conds),
         "rounds": rounds,
+        "loadavg_per_round": loads,
+        "mechanisms": seen,
         "summary": {
             c: {
                 "ns": plan.summarize([r[c] for r in rounds]).as_dict(),
@@ -473,7 +508,105 @@ def latency(loop: Path, work: Path, scale: Scale) -> dict:
             }
             for c in conds
         },
-        "note": "getppid, the traced call, timed by each tool",
+    }
+
+
+def _share(rounds: list[dict[str, float]], ours: str, theirs: str) -> dict | None:
+    """Ours' added cost as a share of theirs', per round, summarized (None: theirs added
+    nothing measurable in any round)."""
+    v = plan.overhead_share(rounds, "none", ours, theirs)
+    return plan.summarize(v).as_dict() if v else None
+
+
+def latency(loop: Path, work: Path, scale: Scale) -> dict:
+    """getppid timed by `audtrace latency --syscall getppid` (each mechanism) and by bcc's
+    syscount -L; audtrace's added cost as a share of syscount's, per round."""
+    if "latency" not in SUBCOMMANDS:
+        return {"skipped": "no `audtrace latency` subcommand in this tree"}
+    have_bcc = Path(SYSCOUNT).exists()
+    conds = LATENCY_CONDITIONS if have_bcc else LATENCY_CONDITIONS[:-1]
+    res = _latency_rounds(conds, "latency", loop, work, scale)
+    if have_bcc:
+        res["share_of_syscount_added"] = {
+            c: _share(res["rounds"], c, "syscount") for c in LATENCY_AUDTRACE
+        }
+    res["note"] = "getppid, the timed call, timed by each tool"
+    return res
+
+
+def latency_function(loop: Path, work: Path, scale: Scale) -> dict:
+    """The kernel function getppid runs, timed by `audtrace latency --function` and by bcc's
+    funclatency: only where the kernel has kprobes or fentry."""
+    from audtrace.tracer.ebpf import features
+
+    fn = LATENCY_FUNCTION.get(platform.machine())
+    mech, why = features.function_mechanism("auto")
+    if fn is None or mech is None:
+        return {"skipped": why if mech is None else f"no function known on {platform.machine()}"}
+    if not features.kernel_function_exists(fn):
+        return {"skipped": f"no kernel function {fn}"}
+    have_bcc = Path(FUNCLATENCY).exists()
+    conds = ("none", "audtrace-function", "funclatency")[: 3 if have_bcc else 2]
+    res = _latency_rounds(conds, "latency-function", loop, work, scale)
+    res["function"], res["via"] = fn, mech
+    if have_bcc:
+        res["share_of_funclatency_added"] = _share(res["rounds"], "audtrace-function",
+                                                   "funclatency")
+    return res
+
+
+AUDIT_COST_RULE = "-a always,exit -F arch=b64 -S getppid -F key=bench-cost"
+AUDIT_COST_WINDOW = 0.3
+AUDIT_COST_NOTE = ("in the kernel: time from sys_enter to sys_exit, waits for audit's backlog"
+                   " included (the p99); the loop: CPU time of the caller, without them")
+
+
+def audit_cost(loop: Path, work: Path, scale: Scale) -> dict:
+    """One rule on getppid: audtrace's --audit-cost figures (timed in the kernel, with and
+    without the rule in turns), and the same rule's cost to the calling loop measured from
+    outside (CPU ns per call with and without it, interleaved), in one run, auditd logging."""
+    if "latency" not in SUBCOMMANDS:
+        return {"skipped": "no `audtrace latency` subcommand in this tree"}
+    rounds = 2 * scale.rounds
+    loads = [list(os.getloadavg())]
+    with harness.auditd(work):
+        run = subprocess.run(
+            [str(harness.AUDTRACE), "latency", "--audit-cost", AUDIT_COST_RULE, "--syscall",
+             "getppid", "--load", "--rounds", str(rounds), "--window", str(AUDIT_COST_WINDOW),
+             "--format", "json"],
+            capture_output=True, text=True, timeout=300, cwd=harness.REPO,
+        )
+        if run.returncode != 0:
+            raise RuntimeError(f"audtrace latency --audit-cost failed: {run.stderr[-500:]}")
+        (entry,) = json.loads(run.stdout.splitlines()[-1])["entries"]
+        harness.settle()
+        outside: list[dict[str, float]] = []
+        for i, order in enumerate(plan.schedule(("none", "rule"), rounds)):
+            log(f"audit-cost round {i + 1}/{rounds}: {' '.join(order)}")
+            loads.append(list(os.getloadavg()))
+            r = {}
+            for cond in order:
+                # every call under the rule is a record: the matched calls' count keeps
+                # auditd's log small
+                with (harness.audit_rules([AUDIT_COST_RULE]) if cond == "rule"
+                      else contextlib.nullcontext()):
+                    r[cond] = time_calls(loop, "getppid", scale.match_calls, scale.reps)[1]
+                harness.settle()
+            outside.append(r)
+    added = plan.added(outside, "none")["rule"]
+    return {
+        "rule": AUDIT_COST_RULE,
+        "loadavg": loads,
+        "audtrace": {
+            "added_ns": entry["added_ns"],
+            "rounds_added_mean_ns": entry["rounds_added_mean_ns"],
+            "calls_with": entry["with"]["count"],
+            "calls_without": entry["without"]["count"],
+            "tracing": next((ln for ln in run.stderr.splitlines()
+                             if ln.startswith("audtrace: tracing")), ""),
+        },
+        "loop": {"rounds": outside, "added_ns": plan.summarize(added).as_dict()},
+        "note": AUDIT_COST_NOTE,
     }
 
 
@@ -557,24 +690,55 @@ def report(res: dict) -> str:
             + "\n  kill start-up by step (s): "
             + ", ".join(f"{k} {v:.3f}" for k, v in steps.items())
         )
-    if "latency" in res:
-        lat = res["latency"]
-        if "summary" in lat:
-            rows = [
-                [
-                    c,
-                    lat["summary"][c]["ns"]["median"],
-                    lat["summary"][c]["ratio"]["median"],
-                    lat["summary"][c]["added_ns"]["median"],
-                ]
-                for c in lat["conditions"]
+    for key, title in (("latency", "Latency subcommand: getppid timed"),
+                       ("latency_function", "Latency --function: getppid's kernel function")):
+        if key not in res:
+            continue
+        lat = res[key]
+        if "summary" not in lat:
+            parts.append(f"{title}: " + str(lat.get("skipped") or lat.get("error")))
+            continue
+        shares = lat.get("share_of_syscount_added") or {}
+        if "share_of_funclatency_added" in lat:
+            shares = {"audtrace-function": lat["share_of_funclatency_added"]}
+        rows = [
+            [
+                c,
+                lat["summary"][c]["ns"]["median"],
+                lat["summary"][c]["ratio"]["median"],
+                lat["summary"][c]["added_ns"]["median"],
+                shares[c]["median"] if shares.get(c) else "",
             ]
+            for c in lat["conditions"]
+        ]
+        loads = lat["loadavg_per_round"]
+        parts.append(
+            f"{title} (CPU ns per call; load average {loads[0][0]:.2f} .. {loads[-1][0]:.2f})\n"
+            + plan.table(["condition", "getppid ns", "ratio", "added ns",
+                          "added / bcc tool's added"], rows)
+            + "".join(f"\n  {c}: {line.removeprefix('audtrace: ')}"
+                      for c, line in lat["mechanisms"].items())
+        )
+    if "audit_cost" in res:
+        ac = res["audit_cost"]
+        if "audtrace" in ac:
+            a, lp = ac["audtrace"], ac["loop"]["added_ns"]
+            spread = a["rounds_added_mean_ns"]
             parts.append(
-                "Latency subcommand: getppid timed (CPU ns per call)\n"
-                + plan.table(["condition", "getppid ns", "ratio", "added ns"], rows)
+                f"Audit cost of `{ac['rule']}` to getppid (load average"
+                f" {ac['loadavg'][0][0]:.2f} .. {ac['loadavg'][-1][0]:.2f}; auditd logging)\n"
+                + plan.table(
+                    ["measured by", "added mean ns", "p50", "p99", "rounds"],
+                    [["audtrace latency --audit-cost (in the kernel)", a["added_ns"]["mean"],
+                      a["added_ns"]["p50"], a["added_ns"]["p99"],
+                      f"{min(spread)} .. {max(spread)}" if spread else ""],
+                     ["the C loop's CPU time", lp["median"], "", "",
+                      f"{lp['min']:.0f} .. {lp['max']:.0f}"]],
+                )
+                + f"\n  ({ac['note']})"
             )
         else:
-            parts.append("Latency subcommand: " + str(lat.get("skipped") or lat.get("error")))
+            parts.append("Audit cost: " + str(ac.get("skipped") or ac.get("error")))
     if "targets" in res:
         parts.append(
             "Targets\n"
@@ -627,6 +791,15 @@ def targets(res: dict) -> list[dict]:
                 ours / theirs if theirs else None,
                 ours >= 2 * theirs if theirs else None,
             )
+    # the target is on what audtrace picks itself; the others are in the latency table
+    s = res.get("latency", {}).get("share_of_syscount_added", {}).get("audtrace-latency")
+    if s:
+        m = s["median"]
+        add("latency: audtrace adds <= 0.8 x syscount's", m, m <= 0.8)
+    s = res.get("latency_function", {}).get("share_of_funclatency_added")
+    if s:
+        m = s["median"]
+        add("latency --function: adds <= funclatency's", m, None if m is None else m <= 1.0)
     if "startup" in res:
         for label, runs in res["startup"]["runs"].items():
             ok = [r for r in runs if "error" not in r]
@@ -645,7 +818,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only",
         action="append",
-        choices=("overhead", "throughput", "events", "burst", "startup", "latency"),
+        choices=("overhead", "throughput", "events", "burst", "startup", "latency",
+                 "latency-function", "audit-cost"),
         help="run only these parts",
     )
     args = ap.parse_args(argv)
@@ -656,7 +830,8 @@ def main(argv: list[str] | None = None) -> int:
     # too: a shell starting us in the background would have left it ignored)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.default_int_handler)
-    parts = args.only or ["overhead", "throughput", "events", "burst", "startup", "latency"]
+    parts = args.only or ["overhead", "throughput", "events", "burst", "startup", "latency",
+                          "latency-function", "audit-cost"]
     res: dict = {
         "meta": {
             "kernel": platform.release(),
@@ -669,14 +844,15 @@ def main(argv: list[str] | None = None) -> int:
     }
     t0 = time.monotonic()
     steps = {"overhead": overhead, "throughput": throughput, "events": events_cpu,
-             "burst": burst, "startup": startup, "latency": latency}
+             "burst": burst, "startup": startup, "latency": latency,
+             "latency-function": latency_function, "audit-cost": audit_cost}
     with tempfile.TemporaryDirectory(prefix="audtrace-bench.") as tmp:
         work = Path(tmp)
         loop = harness.build_loop(work)
         for name in parts:
             fn = steps[name]
             try:
-                res[name] = fn(loop, work, scale)
+                res[name.replace("-", "_")] = fn(loop, work, scale)
             except Exception as e:  # one broken part must not cost the others' numbers
                 log(f"{name} failed: {type(e).__name__}: {e}")
                 res.setdefault("errors", {})[name] = f"{type(e).__name__}: {e}"

@@ -34,7 +34,7 @@ def test_short_run(tmp_path: Path) -> None:
         [str(REPO / "tests/bench/run"), "--short", "--json", str(out)],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert _audit_state() == before, "the benchmark left kernel audit changed"
@@ -62,7 +62,18 @@ def test_short_run(tmp_path: Path) -> None:
     assert res["startup"]["kill_parts"]["steps"]["bpf_compile"] > 0
     lat = res["latency"]
     if "latency" in SUBCOMMANDS:
-        assert {"none", "audtrace-latency"} <= set(lat["summary"]), lat
+        want = {"none", "audtrace-latency", "audtrace-latency-raw", "audtrace-latency-tp"}
+        assert want <= set(lat["summary"]), lat
+        # each audtrace condition's tracing line, which names its mechanism, was kept
+        assert "raw tracepoints" in lat["mechanisms"]["audtrace-latency-raw"]
+        assert "per-syscall tracepoints" in lat["mechanisms"]["audtrace-latency-tp"]
+        if "syscount" in lat["summary"]:
+            assert set(lat["share_of_syscount_added"]) == want - {"none"}
+        fn = res["latency_function"]
+        assert "summary" in fn or "skipped" in fn, fn
+        ac = res["audit_cost"]
+        assert ac["audtrace"]["calls_with"] > 0 and ac["audtrace"]["calls_without"] > 0
+        assert ac["audtrace"]["added_ns"]["mean"] > 0 and ac["loop"]["added_ns"]["median"] > 0
     else:
         assert "skipped" in lat
     assert res["targets"]

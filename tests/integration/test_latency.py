@@ -247,7 +247,26 @@ def test_known_durations_filters_slow_calls_and_heatmap(actors, tmp_path):
     assert sum(int(c.get("data-count")) for c in cells) == sum(len(v) for v in done_a.values())
 
 
-def test_no_count_lost_across_interval_flips_and_exit_group(actors):
+# each way of timing the calls (tracer/subcommands/latency.py, Mechanism), and what the
+# tracing line must name for it
+MECHANISMS = {
+    "tp_btf": (["--syscall-via", "tp_btf"], ["tp_btf sys_enter/sys_exit", "per-CPU arrays"]),
+    "raw": (["--syscall-via", "raw"], ["raw tracepoints sys_enter/sys_exit", "per-CPU arrays"]),
+    "tracepoints": (
+        ["--syscall-via", "tracepoints"],
+        ["per-syscall tracepoints", "per-CPU arrays"],
+    ),
+    "per-process": (["--per-process"], ["per-CPU hashes"]),
+}
+
+
+@pytest.mark.parametrize("mech", sorted(MECHANISMS))
+def test_no_count_lost_across_interval_flips_and_exit_group(actors, mech):
+    from audtrace.tracer.ebpf import features, tp_btf
+
+    args, said = MECHANISMS[mech]
+    if mech == "tp_btf" and not tp_btf.available()[0]:
+        pytest.skip(f"no tp_btf here: {tp_btf.available()[1]}")
     a = actors("lat-x", "getppid:1000*40;exits:4")
     run = latency(
         "--syscall",
@@ -258,7 +277,15 @@ def test_no_count_lost_across_interval_flips_and_exit_group(actors):
         "0.1",
         "--format",
         "json",
+        *args,
     )
+    tracing = next(line for line in run.stderr if line.startswith("audtrace: tracing"))
+    for words in said:
+        assert words in tracing, tracing
+    # the start stamps live in task storage wherever the kernel allows it
+    raw = "raw tracepoints" in tracing or "tp_btf" in tracing
+    ts_ok, _ = features.task_storage_available("raw_tracepoint" if raw else "tracepoint")
+    assert ("start stamps in task storage" in tracing) == ts_ok, tracing
     done = a.go()
     run.stop()
     a.finish()
@@ -332,3 +359,42 @@ def test_function_latency(actors, via):
     assert e["kind"] == "function" and e["count"] == len(measured)
     check_buckets(e["buckets"], [int(r * LOWER["nanosleep"]) for r in requested], measured)
     assert any(via in line for line in run.stderr if line.startswith("audtrace: tracing"))
+
+
+def test_tp_btf_refused_falls_back_to_raw_tracepoints(monkeypatch):
+    """A kernel that loads the probe's empty tp_btf program but refuses the real ones (a
+    stricter verifier) gets raw tracepoints: nothing of the refused pair stays attached, the
+    tracing line follows, and the calls are still counted."""
+    import contextlib
+
+    from audtrace.tracer.ebpf import probes, system, tp_btf
+    from audtrace.tracer.latency.report import Counters
+    from audtrace.tracer.subcommands import latency as lat
+
+    if not tp_btf.available()[0]:
+        pytest.skip(f"no tp_btf here: {tp_btf.available()[1]}")
+    real_load = tp_btf.load
+
+    def refuse_exit(insns, tracepoint, name):
+        if tracepoint == "sys_exit":       # the enter program is in by then
+            raise tp_btf.TpBtfError(13, "tp_btf sys_exit refused (EACCES): by the test")
+        return real_load(insns, tracepoint, name)
+
+    monkeypatch.setattr(tp_btf, "load", refuse_exit)
+    req = lat.LatencyRequest(syscalls=["getppid"])
+    sub = lat.subcommand(req, [])
+    assert "tp_btf sys_enter/sys_exit" in sub.mechanism
+    with contextlib.ExitStack() as stack:
+        root = stack.enter_context(system.tracefs_mounted(lambda _m: None))
+        stack.enter_context(system.header_tree_for_bcc(system.find_header_tree()))
+        prog = probes.Program(sub.program, probes.load_layout(), root, probes.PAGE * 4)
+        stack.callback(prog.close)
+        assert not req.mechanism.btf
+        assert sub.mechanism.startswith("raw tracepoints sys_enter/sys_exit (tp_btf refused:")
+        assert not [k for k in prog.bpf.raw_tracepoint_fds if k.startswith(b"tp_btf:")]
+        assert b"lat_btf_enter" not in prog.bpf.funcs
+        assert {b"sys_enter", b"sys_exit"} <= set(prog.bpf.raw_tracepoint_fds)
+        subprocess.run([sys.executable, "-c", "import os\nfor _ in range(500): os.getppid()"],
+                       check=True)
+        got = Counters(req.timed(), req.mechanism.arrays).take(prog.bpf, final=True)
+        assert got[(req.timed()[0], 0)].count >= 500

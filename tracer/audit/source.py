@@ -115,8 +115,10 @@ class AuditSource:
     def __init__(self, rules: list[Rule], on_notice: Callable[[str], None],
                  *, eoe_timeout: float = EOE_TIMEOUT, handle_signals: bool = True,
                  rcvbuf: int = 32 << 20,
-                 on_refused: Callable[[Rule, AuditError], bool] | None = None) -> None:
+                 on_refused: Callable[[Rule, AuditError], bool] | None = None,
+                 records: bool = True) -> None:
         self.rules = list(rules)
+        self.records = records           # False: rules only, no multicast reader
         self.on_refused = on_refused     # a rule the kernel refused: True to load the rest
         self.on_notice = on_notice
         self.eoe_timeout = eoe_timeout
@@ -150,7 +152,8 @@ class AuditSource:
                 self._install_signal_handlers()
                 # the reader first: every record from here on is seen, our own rule
                 # additions (CONFIG_CHANGE) included
-                self._reader = AuditReader(self.rcvbuf)
+                if self.records:
+                    self._reader = AuditReader(self.rcvbuf)
                 self._ctl = AuditNetlink()
                 status = self._ctl.status()
                 self._lost_start = status["lost"]

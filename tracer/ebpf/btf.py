@@ -96,6 +96,14 @@ class BTF:
                     return target
         raise BTFError(f"no struct {name} in BTF")
 
+    def typedef_id(self, name: str) -> int:
+        """The type id of a typedef (`btf_trace_sys_enter`: what a tp_btf program attaches
+        to)."""
+        for tid in self._by_name.get(name, []):
+            if self._type(tid)[0] == TYPEDEF:
+                return tid
+        raise BTFError(f"no typedef {name} in BTF")
+
     def members(self, tid: int) -> list[Member]:
         kind, vlen, kflag, _size = self._type(tid)
         if kind not in (STRUCT, UNION):

@@ -9,6 +9,7 @@ answers the subcommands act on. A probe says why not, in one line, when the answ
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gzip
 import os
 import platform
@@ -78,6 +79,61 @@ def fentry_available() -> tuple[bool, str]:
         return True, "an fentry program loaded"
     except Exception as e:  # BCC raises bare Exception
         return False, f"fentry program load failed: {str(e).splitlines()[-1][:80]}"
+
+
+# program types as the kernel numbers them (uapi bpf.h enum bpf_prog_type), and helpers
+PROG_TYPES = {"kprobe": 2, "tracepoint": 5, "raw_tracepoint": 17}
+_BPF_MAP_TYPE_TASK_STORAGE = 29
+_BPF_FUNC_TASK_STORAGE_GET, _BPF_FUNC_GET_CURRENT_TASK_BTF = 156, 158
+
+
+def _libbpf() -> ctypes.CDLL | None:
+    """libbpf (BCC's own dependency): it asks the kernel by loading a tiny map or program."""
+    try:
+        lib = ctypes.CDLL("libbpf.so.1", use_errno=True)
+    except OSError:
+        return None
+    return lib if hasattr(lib, "libbpf_probe_bpf_helper") else None    # 0.7+
+
+
+def task_storage_available(prog_type: str) -> tuple[bool, str]:
+    """Task-local storage (BPF_MAP_TYPE_TASK_STORAGE with bpf_task_storage_get and
+    bpf_get_current_task_btf) in programs of this type: a per-thread value found through the
+    task itself, with no hash to update, look up and delete per call (Linux 5.11 for the map,
+    5.12 for tracing programs). Asked of the kernel through libbpf's probes; without libbpf,
+    judged by the version and BTF."""
+    if not VMLINUX.is_file():
+        return False, f"needs BTF (no {VMLINUX})"
+    lib = _libbpf()
+    if lib is None:
+        ok = kernel_version() >= (5, 12)
+        return ok, ("Linux 5.12+ (no libbpf to ask the kernel)" if ok
+                    else "needs Linux 5.12 (no libbpf to ask the kernel)")
+    pt = PROG_TYPES[prog_type]
+    with _quiet_stderr():   # libbpf may print the refused probe
+        if lib.libbpf_probe_bpf_map_type(_BPF_MAP_TYPE_TASK_STORAGE, None) != 1:
+            return False, "the kernel refused a task storage map"
+        for fn, name in ((_BPF_FUNC_TASK_STORAGE_GET, "bpf_task_storage_get"),
+                         (_BPF_FUNC_GET_CURRENT_TASK_BTF, "bpf_get_current_task_btf")):
+            if lib.libbpf_probe_bpf_helper(pt, fn, None) != 1:
+                return False, f"{prog_type} programs may not call {name}"
+    return True, "task storage map and helpers loaded"
+
+
+def raw_tracepoint_available() -> tuple[bool, str]:
+    """Raw tracepoint programs (Linux 4.17): sys_enter/sys_exit for every syscall at once."""
+    lib = _libbpf()
+    if lib is not None:
+        with _quiet_stderr():
+            ok = lib.libbpf_probe_bpf_prog_type(PROG_TYPES["raw_tracepoint"], None) == 1
+        return ok, ("a raw tracepoint program loaded" if ok
+                    else "the kernel refused a raw tracepoint program")
+    try:
+        from bcc import BPF
+    except ImportError:
+        return False, "BCC not importable"
+    ok = bool(BPF.support_raw_tracepoint())
+    return ok, "BCC says the kernel has them" if ok else "BCC says the kernel has none"
 
 
 def optional_features(layout: Layout) -> list[str]:

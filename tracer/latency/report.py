@@ -24,6 +24,7 @@ from audtrace.tracer.latency.histogram import summary_line as hist_summary
 
 GRACE_S = 0.002                      # a program that read the old epoch has finished by then
 TOP_PROCESSES = 10
+BUCKETS = 64                         # bpf/latency.c: log2 slots per timed index
 
 
 def _drain(table) -> list[tuple[object, object]]:
@@ -39,8 +40,23 @@ def _drain(table) -> list[tuple[object, object]]:
         return out
 
 
+def _take_range(table, first: int, n: int) -> list:
+    """The per-CPU values of array entries first .. first+n-1, each set back to zero."""
+    try:
+        got = dict((int(k.value), v) for k, v in table.items_lookup_batch())
+        keys = (table.Key * n)(*range(first, first + n))
+        table.items_update_batch(keys, (table.Leaf * n)())
+        return [got[i] for i in range(first, first + n)]
+    except Exception:  # kernels before 5.6: no batch ops; BCC raises bare Exception
+        out = []
+        for i in range(first, first + n):
+            out.append(table[i])
+            table[i] = table.Leaf()
+        return out
+
+
 def read_set(bpf, parity: int) -> dict[tuple[int, int], Histogram]:
-    """One set of maps (hist/stats 0 or 1) -> {(nr, tgid): Histogram}, emptied."""
+    """One set of hashes (hist/stats 0 or 1) -> {(nr, tgid): Histogram}, emptied."""
     out: dict[tuple[int, int], Histogram] = {}
     for key, per_cpu in _drain(bpf[f"hist{parity}"]):
         h = out.setdefault((int(key.nr), int(key.tgid)), Histogram())
@@ -52,6 +68,53 @@ def read_set(bpf, parity: int) -> dict[tuple[int, int], Histogram]:
     return out
 
 
+def read_arrays(bpf, parity: int, timed: list[int]) -> dict[tuple[int, int], Histogram]:
+    """One half of the arrays (timed index i is the key timed[i]) -> {(nr, 0): Histogram},
+    emptied. Only what was called is returned, as from the hashes."""
+    n = len(timed)
+    stats = _take_range(bpf["stats"], parity * n, n)
+    hist = _take_range(bpf["hist"], parity * n * BUCKETS, n * BUCKETS)
+    out: dict[tuple[int, int], Histogram] = {}
+    for i, nr in enumerate(timed):
+        h = Histogram()
+        for s in stats[i]:
+            h.add_stats(int(s.count), int(s.sum), int(s.min), int(s.max))
+        for k in range(BUCKETS):
+            h.add_bucket(k, sum(int(v) for v in hist[i * BUCKETS + k]))
+        if h.count or h.buckets:
+            out[(nr, 0)] = h
+    return out
+
+
+class Counters:
+    """The program's counters, read without racing them: flip the epoch, wait out the
+    programs that read the old one, drain the set no program writes any more."""
+
+    def __init__(self, timed: list[int], arrays: bool) -> None:
+        self.timed, self.arrays = timed, arrays
+        self.epoch = 0
+
+    def _read(self, bpf, parity: int) -> dict[tuple[int, int], Histogram]:
+        return read_arrays(bpf, parity, self.timed) if self.arrays else read_set(bpf, parity)
+
+    def take(self, bpf, final: bool = False) -> dict[tuple[int, int], Histogram]:
+        """What was counted since the last take. `final`: also the set made current now,
+        which holds the last moments."""
+        self.epoch += 1
+        bpf["epoch"][ctypes.c_int(0)] = ctypes.c_uint32(self.epoch)
+        time.sleep(GRACE_S)
+        got = self._read(bpf, (self.epoch - 1) & 1)
+        if final:
+            merge(got, self._read(bpf, self.epoch & 1))
+        return got
+
+    @staticmethod
+    def not_counted(bpf) -> tuple[int, int]:
+        """(aggregation map full, no room for a start stamp)"""
+        lost = bpf["agg_lost"]
+        return int(lost[ctypes.c_int(0)].value), int(lost[ctypes.c_int(1)].value)
+
+
 class Reporter:
     """The subcommand's tick: flips the epoch, drains the other map set, prints reports and
     keeps the heatmap's columns."""
@@ -59,9 +122,9 @@ class Reporter:
     def __init__(self, req, out: TextIO) -> None:
         self.req, self.out = req, out       # req: subcommands.latency.LatencyRequest
         self.arch = tables.host_arch()
+        self.counters = Counters(req.timed(), req.mechanism.arrays)
         step = [s for s in (req.heatmap_step if req.heatmap else None, req.interval) if s]
         self.step = min(step) if step else 1.0
-        self.epoch = 0
         self.t0 = self.wall0 = None
         self.next_tick = self.next_print = 0.0
         self.last_tick = self.last_print = 0.0
@@ -69,7 +132,7 @@ class Reporter:
         self.total: dict[tuple[int, int], Histogram] = {}
         self.columns: list[tuple[float, float, dict[int, dict[int, int]]]] = []
         self.comms: dict[int, str] = {}
-        self.lost = 0
+        self.lost = self.no_stamp = 0
         self.func_nr: int | None = None     # the histogram key of a kernel function
 
     def __call__(self, program, final: bool) -> None:
@@ -83,18 +146,13 @@ class Reporter:
         if not final and now < self.next_tick:
             return
         bpf = program.bpf
-        self.epoch += 1
-        bpf["epoch"][ctypes.c_int(0)] = ctypes.c_uint32(self.epoch)
-        time.sleep(GRACE_S)
-        got = read_set(bpf, (self.epoch - 1) & 1)
-        if final:   # the set just made current holds the last moments
-            _merge(got, read_set(bpf, self.epoch & 1))
+        got = self.counters.take(bpf, final)
         if self.req.per_process:
             self._read_comms(bpf)
-        self.lost = int(bpf["agg_lost"][ctypes.c_int(0)].value)
+        self.lost, self.no_stamp = self.counters.not_counted(bpf)
         self._column(now, got)
-        _merge(self.interval_acc, got)
-        _merge(self.total, got)
+        merge(self.interval_acc, got)
+        merge(self.total, got)
         self.last_tick = now
         self.next_tick = now + self.step
         if self.req.interval and now >= self.next_print and not final:
@@ -110,6 +168,9 @@ class Reporter:
                 click.echo(f"audtrace: {self.lost} latencies not counted: aggregation map full"
                            " (fewer --per-process processes, or a shorter --interval)",
                            err=True)
+            if self.no_stamp:
+                click.echo(f"audtrace: {self.no_stamp} calls not timed: no room for their"
+                           " start stamp", err=True)
 
     def _read_comms(self, bpf) -> None:
         for k, v in bpf["comms"].items():
@@ -204,6 +265,6 @@ class Reporter:
                    err=True)
 
 
-def _merge(into: dict[tuple[int, int], Histogram], got: dict[tuple[int, int], Histogram]):
+def merge(into: dict[tuple[int, int], Histogram], got: dict[tuple[int, int], Histogram]):
     for k, h in got.items():
         into.setdefault(k, Histogram()).merge(h)
