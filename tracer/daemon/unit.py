@@ -1,6 +1,8 @@
-"""The systemd unit the project ships (packaging/audtrace.service is this text with the
-launcher at /usr/local/bin/audtrace), and `audtrace daemon --install-unit`, which writes it
-with the path of the audtrace that runs the command.
+"""The systemd unit the project ships (packaging/audtrace.service is this text, finding
+`audtrace` on systemd's PATH: a `pip install .` console script, or a link to a checkout's
+./audtrace in /usr/local/bin), and `audtrace daemon --install-unit`, which writes it with the
+full path of the audtrace that runs the command. Each exec keeps the pid (env, the launcher,
+Python), so the daemon is the unit's main process.
 
 Type=notify: systemd counts the service started at READY=1, once every probe and rule is
 live. NotifyAccess=main: only the daemon, not a plugin or an exec action, may say so.
@@ -13,7 +15,7 @@ from __future__ import annotations
 import os
 
 UNIT_NAME = "audtrace.service"
-SHIPPED_EXEC = "/usr/local/bin/audtrace"
+SHIPPED_EXEC = "/usr/bin/env audtrace"
 
 TEMPLATE = """\
 [Unit]
