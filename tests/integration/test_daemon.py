@@ -398,3 +398,32 @@ def test_the_shipped_unit_passes_systemd_analyze_verify(tmp_path):
     r = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
                        text=True, timeout=60)
     assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+
+
+def test_every_event_also_goes_to_the_plugins(tmp_path):
+    """plugin_dir's active plugin (a program copying its stdin to a file) gets each event
+    the log gets, as RAW lines, from the daemon's start to its end."""
+    plugins = tmp_path / "plugins.d"
+    plugins.mkdir()
+    program = tmp_path / "copy-stdin"
+    program.write_text("#!/bin/sh\nexec cat > \"$1\"\n")
+    program.chmod(0o750)
+    got = tmp_path / "plugin-got"
+    conf_file = plugins / "copy.conf"
+    conf_file.write_text(f"active = yes\ndirection = out\npath = {program}\ntype = always\n"
+                         f"args = {got}\nformat = string\n")
+    conf_file.chmod(0o640)
+    log = tmp_path / "audit.log"
+    with usr2_target() as target:
+        conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\nplugin_dir = {plugins}\n"
+                      f"{QUIET}{kill_line(target)}")
+        with daemon(conf) as d:
+            sender = send(target, signal.SIGUSR2, 6)
+            assert wait_for(lambda: events(log).kills.get((sender, 12)) == 6), d.text()
+            assert d.stop() == 0, d.text()
+    lines = got.read_text().splitlines()
+    syscalls = [ln for ln in lines if ln.startswith("type=SYSCALL") and f" pid={sender} " in ln]
+    assert len(syscalls) == 6
+    assert sum(ln.startswith("type=EOE") for ln in lines) >= 6
+    assert [ln for ln in lines if not ln.startswith("type=EOE")] == log.read_text().splitlines()
+    assert "plugins 0" in next(s for s in d.stderr if "events (" in s)

@@ -57,6 +57,7 @@ def main(path: str, check: bool) -> int:
     from audtrace.tracer.daemon.notify import Notifier
     from audtrace.tracer.daemon.service import Daemon
     from audtrace.tracer.ebpf.probes import ProbeError
+    from audtrace.tracer.plugins import PluginError
     from audtrace.tracer.session import SessionError
     from audtrace.tracer.sink import SinkError
 
@@ -69,14 +70,33 @@ def main(path: str, check: bool) -> int:
         _say(str(e))
         notifier.send(f"STATUS=configuration error: {e}")
         return 1
+    try:
+        plugins = _plugins(cfg)
+    except PluginError as e:
+        _say(str(e))
+        notifier.send(f"STATUS=configuration error: {e}")
+        return 1
     for note in cfg.notes + [n for s in slots for n in s.notes]:
         _say(note)
     if check:
-        _say(f"{path}: configuration good: {', '.join(s.key for s in slots)}")
+        names = [s.key for s in slots] + [f"plugin {n}" for n in
+                                          (plugins.names() if plugins else [])]
+        _say(f"{path}: configuration good: {', '.join(names)}")
         return 0
     try:
-        return Daemon(cfg, slots, notifier).run()
-    except (SessionError, SinkError, ProbeError, AuditError, OSError) as e:
+        return Daemon(cfg, slots, notifier, plugins).run()
+    except (SessionError, SinkError, ProbeError, AuditError, PluginError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         _say(first)
         return 1
+
+
+def _plugins(cfg):
+    """The active plugins of plugin_dir (tracer/plugins.py), checked; None when none."""
+    from audtrace.tracer.plugins import Plugins
+    from audtrace.tracer.session import notice
+
+    if cfg.plugin_dir is None:
+        return None
+    plugins = Plugins.from_dir(cfg.plugin_dir, cfg.max_restarts, notice)
+    return plugins if len(plugins) else None

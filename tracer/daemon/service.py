@@ -8,6 +8,9 @@ configuration's (output.py), with auditd's signals:
 - SIGUSR2 resumes a log its disk-full or disk-error action suspended (`auditd resume`);
 - SIGTERM and SIGINT write what is waiting, put the kernel's audit state back, exit 0.
 
+Every event also goes to the active plugins of plugin_dir (tracer/plugins.py), started
+before the first event and closed after the last; what they miss is counted lost.
+
 systemd hears READY=1 once every probe and rule is live (notify.py), RELOADING=1 and READY=1
 around a reload, STOPPING=1 at the end. Every signal only sets a flag: the loop acts on it
 between two turns, so nothing is done from inside a handler.
@@ -58,6 +61,11 @@ class Daemon(Session):
             self.sink.close()
             self.sink = new
         self.sink.node = cfg.node
+        if (cfg.plugin_dir, cfg.max_restarts) != (self.config.plugin_dir,
+                                                  self.config.max_restarts):
+            notice("plugin_dir and max_restarts take effect at the next start")
+        if self.plugins is not None:
+            self.plugins.reload()       # as auditd: SIGHUP to every running plugin
         self.config = cfg
 
     def _rotate_now(self) -> None:
@@ -124,12 +132,16 @@ class Daemon(Session):
     def lost(self) -> dict[str, int]:
         out = super().lost()
         out["ebpf"] += self.reload_lost
-        if self.plugins is not None and self.plugins.lost:
-            out["plugins"] = self.plugins.lost
+        if self.plugins is not None:
+            out["plugins"] = self.plugins.lost()
         return out
 
     def run(self) -> int:
         try:
+            if self.plugins is not None:
+                self.plugins.start()    # before the first event, so they miss none
             return super().run()
         finally:
+            if self.plugins is not None:
+                self.plugins.close()    # after the last event: they get everything
             self.notifier.stopping("stopped")
