@@ -427,3 +427,34 @@ def test_every_event_also_goes_to_the_plugins(tmp_path):
     assert sum(ln.startswith("type=EOE") for ln in lines) >= 6
     assert [ln for ln in lines if not ln.startswith("type=EOE")] == log.read_text().splitlines()
     assert "plugins 0" in next(s for s in d.stderr if "events (" in s)
+
+
+def test_reload_changes_kernel_audit_rules_in_place_and_sigterm_puts_them_back(tmp_path):
+    """A trace line on both sources changed at reload: its new kernel audit rule is added,
+    the old one removed once the new one is live; the signal it adds is reported by both
+    sources; at SIGTERM the kernel's rules and enabled flag are as before the daemon."""
+    before = system_state()
+    log = tmp_path / "audit.log"
+
+    def line(sigs: str, target: int) -> str:
+        return f"trace = kill --source both --sig {sigs} --target-pid {target}\n"
+
+    with usr2_target() as target:
+        conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\n{QUIET}"
+                      f"{line('USR2', target)}")
+        with daemon(conf) as d:
+            first_rules = subprocess.run(["auditctl", "-l"], capture_output=True,
+                                         text=True).stdout
+            config(conf, f"log_file = {log}\n{QUIET}{line('USR2,USR1', target)}")
+            d.proc.send_signal(signal.SIGHUP)
+            assert wait_for(lambda: d.said("configuration reloaded"), timeout=START_TIMEOUT), \
+                d.text()
+            second_rules = subprocess.run(["auditctl", "-l"], capture_output=True,
+                                          text=True).stdout
+            sender = send(target, signal.SIGUSR1, 3)
+            assert wait_for(lambda: events(log).kills.get((sender, 10)) == 6), d.text()
+            assert d.stop() == 0, d.text()
+    assert first_rules != before.audit_rules and second_rules not in (first_rules,
+                                                                      before.audit_rules)
+    assert system_state() == before
+    assert not d.said("Traceback")
