@@ -137,3 +137,11 @@ def test_install_writes_the_unit_with_the_given_launcher(tmp_path) -> None:
     text = Path(path).read_text()
     assert "ExecStart=/opt/audtrace/audtrace daemon --config /etc/a.conf\n" in text
     assert Path(path).stat().st_mode & 0o777 == 0o644
+
+
+def test_the_shipped_example_configuration_is_good(tmp_path) -> None:
+    text = (REPO / "packaging" / "audtrace.conf").read_text()
+    # its plugin_dir need not exist on this machine
+    text = text.replace("plugin_dir = /etc/audtrace/plugins.d", f"plugin_dir = {tmp_path}")
+    got = slots.declare(config.parse(text, "audtrace.conf"))
+    assert [s.key for s in got] == ["trace kill 1", "trace bind 1"]
