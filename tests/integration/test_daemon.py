@@ -341,14 +341,24 @@ def test_a_bad_configuration_is_one_line_and_nothing_starts(tmp_path):
     assert system_state() == before
 
 
-@pytest.mark.parametrize("action", ["ignore", "syslog", "suspend", "stop"])
+@pytest.mark.parametrize("action", ["ignore", "syslog", "suspend", "rotate", "exec", "stop"])
 def test_disk_full_under_each_action(tmp_path, action):
     """The log on a full 1 MiB tmpfs: whole events only, every event not written counted,
-    the daemon alive (ignore, syslog, suspend) or stopped with everything put back (stop)."""
+    the daemon alive (ignore, syslog, suspend, rotate, exec) or stopped with everything put
+    back (stop)."""
+    marker = tmp_path / "exec-ran"
+    extra = ""
+    if action == "exec":
+        program = tmp_path / "on-full"
+        program.write_text(f"#!/bin/sh\necho ran >> {marker}\n")
+        program.chmod(0o755)
+        action = f"exec {program}"
+    elif action == "rotate":
+        extra = "num_logs = 3\n"
     with small_disk(tmp_path) as disk, usr2_target() as target:
         fill(disk)
         conf = config(tmp_path / "audtrace.conf", f"log_file = {disk.inside}/audit.log\n"
-                      f"disk_full_action = {action}\n{QUIET}{kill_line(target)}")
+                      f"disk_full_action = {action}\n{extra}{QUIET}{kill_line(target)}")
         mounts, progs = disk.tracing_mounts(), bpf_prog_ids()
         with daemon(conf, mount_ns_of=disk.holder.pid) as d:
             held = bpf_prog_ids_held(d.proc.pid)
@@ -362,9 +372,17 @@ def test_disk_full_under_each_action(tmp_path, action):
                 rc = d.stop()
             for t in d.threads:
                 t.join(timeout=5)
-            log = read_log(disk.path("audit.log"))          # whole lines only
-            written = events(disk.path("audit.log")).kills.get((sender, 12), 0)
-            ausearch_reads(disk.path("audit.log"))
+            current = disk.path("audit.log")
+            # whole lines only (rotation may have just left the current log empty)
+            log_lost = sum(read_log(current).lost.get("log", [])) \
+                if current.stat().st_size else 0
+            written = events(current).kills.get((sender, 12), 0)
+            if current.stat().st_size:
+                ausearch_reads(current)
+            for n in (1, 2):
+                rotated = disk.path(f"audit.log.{n}")
+                if rotated.exists():
+                    written += events(rotated).kills.get((sender, 12), 0)
             after_mounts = disk.tracing_mounts()
     assert not d.said("Traceback"), d.text()
     lost = d.summary()
@@ -376,10 +394,15 @@ def test_disk_full_under_each_action(tmp_path, action):
         assert not held & bpf_prog_ids() and not leaked_bpf_progs(progs)
     else:
         assert rc == 0, d.text()
-        assert written + lost["log"] + lost["ebpf"] == STORM, (written, lost)
-        assert sum(log.lost.get("log", [])) <= lost["log"]
+        if action == "rotate":      # rotation gives up the oldest log's events to make room
+            assert d.said("rotating the log") and written + lost["log"] <= STORM
+        else:
+            assert written + lost["log"] + lost["ebpf"] == STORM, (written, lost)
+        assert log_lost <= lost["log"]
     if action == "suspend":
         assert d.said("suspended")
+    if action.startswith("exec"):
+        assert marker.read_text() == "ran\n"
 
 
 def test_the_shipped_unit_passes_systemd_analyze_verify(tmp_path):
