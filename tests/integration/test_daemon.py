@@ -260,11 +260,16 @@ def test_rotation_during_a_storm_keeps_every_event_whole(tmp_path):
     assert d.summary() == {"ebpf": 0, "audit": 0, "log": 0}
 
 
-def test_sigusr1_rotates_now(tmp_path):
+def test_sigusr1_rotates_now_with_the_configured_group(tmp_path):
+    import grp
+
     log = tmp_path / "audit.log"
+    group = next((g for g in ("adm", "daemon") if _has_group(g)), None)
+    if group is None:
+        pytest.skip("needs a group adm or daemon")
     with usr2_target() as target:
-        conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\n{QUIET}"
-                      f"{kill_line(target)}")
+        conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\nlog_group = {group}\n"
+                      f"{QUIET}{kill_line(target)}")
         with daemon(conf) as d:
             first = send(target, signal.SIGUSR2, 5)
             assert wait_for(lambda: events(log).kills.get((first, 12)) == 5)
@@ -276,6 +281,20 @@ def test_sigusr1_rotates_now(tmp_path):
     assert events(tmp_path / "audit.log.1").kills == {(first, 12): 5}
     assert events(log).kills == {(second, 12): 3}
     assert d.said("rotated (SIGUSR1)")
+    gid = grp.getgrnam(group).gr_gid
+    for path, mode in ((log, 0o640), (tmp_path / "audit.log.1", 0o440)):
+        st = path.stat()
+        assert (st.st_mode & 0o777, st.st_gid) == (mode, gid), path
+
+
+def _has_group(name: str) -> bool:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
 
 
 def test_sighup_reload_under_a_storm_loses_nothing_and_puts_the_new_rules_in_force(tmp_path):

@@ -145,3 +145,39 @@ def test_the_shipped_example_configuration_is_good(tmp_path) -> None:
     text = text.replace("plugin_dir = /etc/audtrace/plugins.d", f"plugin_dir = {tmp_path}")
     got = slots.declare(config.parse(text, "audtrace.conf"))
     assert [s.key for s in got] == ["trace kill 1", "trace bind 1"]
+
+
+def test_notifications_are_datagrams_to_notify_socket(tmp_path, monkeypatch) -> None:
+    import socket
+
+    from audtrace.tracer.daemon.notify import Notifier
+
+    path = str(tmp_path / "notify")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind(path)
+        monkeypatch.setenv("NOTIFY_SOCKET", path)
+        n = Notifier()
+        import os
+
+        assert "NOTIFY_SOCKET" not in os.environ     # not inherited by plugins and exec
+        assert n.ready("tracing kill")
+        assert s.recv(4096) == b"READY=1\nSTATUS=tracing kill"
+        assert n.reloading("reloading")
+        got = s.recv(4096).decode().split("\n")
+        assert got[0] == "RELOADING=1" and got[1].startswith("MONOTONIC_USEC=")
+    # systemd gone, or no socket at all: news, not a duty
+    assert not n.send("STATUS=x")
+    assert not Notifier("").ready("x")
+
+
+def test_an_abstract_notify_socket(tmp_path) -> None:
+    import os
+    import socket
+
+    from audtrace.tracer.daemon.notify import Notifier
+
+    name = f"audtrace-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        s.bind("\0" + name)
+        assert Notifier("@" + name).stopping("bye")
+        assert s.recv(4096) == b"STOPPING=1\nSTATUS=bye"
