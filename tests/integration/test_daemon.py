@@ -25,6 +25,7 @@ from helpers import (
     PYTHON,
     REPO,
     START_TIMEOUT,
+    audit_rules,
     bpf_prog_ids,
     bpf_prog_ids_held,
     leaked_bpf_progs,
@@ -478,21 +479,24 @@ def test_reload_changes_kernel_audit_rules_in_place_and_sigterm_puts_them_back(t
     before = system_state()
     log = tmp_path / "audit.log"
 
-    def line(sigs: str, target: int) -> str:
-        return f"trace = kill --source both --sig {sigs} --target-pid {target}\n"
+    def line(sigs: str, target: int, source: str = "both") -> str:
+        return f"trace = kill --source {source} --sig {sigs} --target-pid {target}\n"
+
+    def reload(text: str, nth: int) -> None:
+        config(conf, f"log_file = {log}\n{QUIET}{text}")
+        d.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: sum("configuration reloaded" in s for s in d.stderr) == nth,
+                        timeout=START_TIMEOUT), d.text()
 
     with usr2_target() as target:
         conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\n{QUIET}"
-                      f"{line('USR2', target)}")
+                      f"{line('USR2', target, 'ebpf')}")
         with daemon(conf) as d:
-            first_rules = subprocess.run(["auditctl", "-l"], capture_output=True,
-                                         text=True).stdout
-            config(conf, f"log_file = {log}\n{QUIET}{line('USR2,USR1', target)}")
-            d.proc.send_signal(signal.SIGHUP)
-            assert wait_for(lambda: d.said("configuration reloaded"), timeout=START_TIMEOUT), \
-                d.text()
-            second_rules = subprocess.run(["auditctl", "-l"], capture_output=True,
-                                          text=True).stdout
+            assert audit_rules() == before.audit_rules
+            reload(line("USR2", target), 1)        # the run's first kernel audit rules
+            first_rules = audit_rules()
+            reload(line("USR2,USR1", target), 2)   # changed in place
+            second_rules = audit_rules()
             sender = send(target, signal.SIGUSR1, 3)
             assert wait_for(lambda: events(log).kills.get((sender, 10)) == 6), d.text()
             assert d.stop() == 0, d.text()
@@ -500,3 +504,32 @@ def test_reload_changes_kernel_audit_rules_in_place_and_sigterm_puts_them_back(t
                                                                       before.audit_rules)
     assert system_state() == before
     assert not d.said("Traceback")
+
+
+def test_reload_reads_the_rules_directory_again(tmp_path):
+    """A rule file edited, then SIGHUP: the new rule is in force (its key in the log), the
+    one kept goes on."""
+    rules = tmp_path / "rules.d"
+    rules.mkdir()
+    log = tmp_path / "audit.log"
+    with usr2_target() as target:
+        base = f"-a always,exit -F arch=b64 -S kill -F a0={target}"
+        (rules / "10-usr2.rules").write_text(f"-D\n{base} -F a1=12 -k daemon-usr2\n")
+        conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\n{QUIET}"
+                      f"rules_dir = {rules}\n")
+        with daemon(conf) as d:
+            (rules / "20-usr1.rules").write_text(f"{base} -F a1=10 -k daemon-usr1\n")
+            d.proc.send_signal(signal.SIGHUP)
+            assert wait_for(lambda: d.said("configuration reloaded"), timeout=START_TIMEOUT), \
+                d.text()
+            usr1 = send(target, signal.SIGUSR1, 2)
+            usr2 = send(target, signal.SIGUSR2, 3)
+
+            def keyed(key: str, pid: int) -> int:
+                return sum(1 for ln in log.read_text().splitlines() if ln.startswith(
+                    "type=SYSCALL") and f" pid={pid} " in ln and f'key="{key}"' in ln)
+
+            assert wait_for(lambda: keyed("daemon-usr1", usr1) == 2
+                            and keyed("daemon-usr2", usr2) == 3), d.text()
+            assert d.stop() == 0, d.text()
+    assert d.said("slots 0 kept, 1 replaced")
