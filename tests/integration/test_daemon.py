@@ -533,3 +533,30 @@ def test_reload_reads_the_rules_directory_again(tmp_path):
                             and keyed("daemon-usr2", usr2) == 3), d.text()
             assert d.stop() == 0, d.text()
     assert d.said("slots 0 kept, 1 replaced")
+
+
+def test_space_left_actions_on_a_small_disk(tmp_path):
+    """space_left (SYSLOG) and admin_space_left (SUSPEND) as percentages of a 1 MiB tmpfs
+    filled to 75%: both act at start; the suspended log takes nothing, every event counted,
+    until room is made and SIGUSR2 resumes it."""
+    with small_disk(tmp_path) as disk, usr2_target() as target:
+        filler = fill(disk)
+        conf = config(tmp_path / "audtrace.conf", f"log_file = {disk.inside}/audit.log\n"
+                      "space_left = 60%\nspace_left_action = syslog\nadmin_space_left = 40%\n"
+                      f"admin_space_left_action = suspend\n{kill_line(target)}")
+        with daemon(conf, mount_ns_of=disk.holder.pid) as d:
+            unwritten = send(target, signal.SIGUSR2, 20)
+            assert wait_for(lambda: d.said("below space_left")
+                            and d.said("below admin_space_left")), d.text()
+            time.sleep(1.5)
+            assert events(disk.path("audit.log")).kills == {}
+            filler.unlink()
+            d.proc.send_signal(signal.SIGUSR2)              # as `auditd resume`
+            assert wait_for(lambda: d.said("writing resumed")), d.text()
+            written = send(target, signal.SIGUSR2, 5)
+            assert wait_for(lambda: events(disk.path("audit.log")).kills.get((written, 12))
+                            == 5), d.text()
+            assert d.stop() == 0, d.text()
+            got = events(disk.path("audit.log")).kills
+    assert (unwritten, 12) not in got
+    assert d.summary()["log"] == 20
