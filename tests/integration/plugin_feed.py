@@ -77,7 +77,7 @@ def main() -> int:
     stop.set()
     if server is not None:
         server.join(SETTLE_S)
-    print(json.dumps({"lost": plugins.lost(), "backlog": backlog, "notices": notices,
+    print(json.dumps({"lost": plugins.lost, "backlog": backlog, "notices": notices,
                       "syslog": list(received)}))
     return 0
 
