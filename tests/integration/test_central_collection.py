@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -110,6 +111,20 @@ def kernel_audit_pid() -> str:
     return next(ln.split()[1] for ln in out.splitlines() if ln.startswith("pid "))
 
 
+def run_in_group(cmd: list[str], timeout: float) -> subprocess.CompletedProcess:
+    """Run cmd in a process group of its own; on a timeout the whole group is killed, so
+    the receiving auditd never outlives the test (audisp-remote ends at its stdin's EOF)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"timed out after {timeout} s: {err}")
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def ausearch(log: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(["ausearch", "-if", str(log), *args], capture_output=True,
                           text=True, errors="surrogateescape", timeout=60)
@@ -136,12 +151,11 @@ def test_audisp_remote_ships_every_event_to_a_central_auditd(tmp_path):
         "format = string\n")
     before = (sha(REMOTE_CONF), kernel_audit_pid(), audit_enabled())
 
-    r = subprocess.run(
+    r = run_in_group(
         ["unshare", "-m", "-n", "--propagation", "private", "sh", "-c", SCRIPT, "sh",
          str(remote), sys.executable, str(HERE / "plugin_feed.py"), str(plugins),
          str(GOLDEN_RAW), "--syslog", "/dev/log", "--auditd", str(conf), "--port", str(PORT),
-         "--central-log", str(log)],
-        capture_output=True, text=True, timeout=120)
+         "--central-log", str(log)], timeout=120)
 
     assert (sha(REMOTE_CONF), kernel_audit_pid(), audit_enabled()) == before
     assert r.returncode == 0, r.stderr
