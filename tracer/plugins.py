@@ -31,7 +31,7 @@ the plugin's queue (`q_depth` events, auditd.conf's default 2000), and an event 
 at a full queue is that plugin's miss. A plugin is never handed part of an event and then
 something else: the rest of a partly written event is written first.
 
-Misses (`lost`, summed over plugins) are exact as far as the pipe can tell: audtrace holds
+Misses (`lost()`, summed over plugins) are exact as far as the pipe can tell: audtrace holds
 the pipe's read end too, so when a plugin dies the events still unread in it are counted;
 an event the plugin had read but not yet handled cannot be seen from outside. What is queued
 goes to the restarted plugin whole. A plugin that dies is restarted at once, up to
@@ -46,7 +46,7 @@ Interface (what the daemon uses):
     plugins.start()            # runs every active plugin; PluginError if one cannot run
     plugins.feed(data)         # bytes: whole events' RAW lines, as auditd sends them
     plugins.poll()             # every loop turn: restart the dead, write what waits
-    plugins.lost               # int: events plugins missed, all counted
+    plugins.lost()             # int: events plugins missed, all counted
     plugins.backlog()          # events queued or unread in the pipes
     plugins.reload(path=None)  # SIGHUP to each; with the directory, its changes applied
     plugins.close()            # the end: flush, EOF, SIGTERM, SIGKILL (bounded)
@@ -466,7 +466,6 @@ class Plugins:
         """Events waiting for plugins: queued, or in a pipe and not yet read."""
         return sum(len(p.queue) + (p.unread() if p.rfd >= 0 else 0) for p in self._plugins)
 
-    @property
     def lost(self) -> int:
         """Events plugins missed so far, each plugin's misses counted (those a reload
         ended included)."""

@@ -134,7 +134,7 @@ def main() -> int:
     stop.set()
     if server is not None:
         server.join(SETTLE_S)
-    print(json.dumps({"lost": plugins.lost, "backlog": backlog, "notices": notices,
+    print(json.dumps({"lost": plugins.lost(), "backlog": backlog, "notices": notices,
                       "syslog": list(received), "auditd": central}))
     return 0
 
