@@ -10,6 +10,9 @@ of the machine's in use). audisp-remote reads only /etc/audit/audisp-remote.conf
 test's file is bind-mounted over it in the namespace; /run (auditd's pid file) and /dev
 (its syslog socket, served by the feeder) are tmpfs there. The system's files, the
 machine's own auditd if any, and kernel audit are left as they were, which the test checks.
+
+The second test runs `audtrace daemon` (tracer/daemon/, skipped where it is absent) with
+audisp-remote in its plugin_dir: the kill events it traces arrive in the central log.
 """
 
 from __future__ import annotations
@@ -186,3 +189,110 @@ def test_audisp_remote_ships_every_event_to_a_central_auditd(tmp_path):
     assert r.returncode == 0, r.stderr
     obj_pids = sum(rec.type == "OBJ_PID" for e in events for rec in e.records)
     assert r.stdout.count("type=OBJ_PID ") == obj_pids > 0
+
+
+# ---- fed by the daemon ----------------------------------------------------------------------
+
+def in_netns(holder: int, *cmd: str, setup: str) -> list[str]:
+    """cmd in the holder's network namespace and a mount namespace of its own, after the
+    shell commands `setup` there."""
+    return ["nsenter", "-t", str(holder), "-n", "--", "unshare", "-m", "--propagation",
+            "private", "sh", "-c", f"set -e\n{setup}\nexec \"$@\"", "sh", *cmd]
+
+
+def stop(proc: subprocess.Popen, timeout: float = 60) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
+
+
+@pytest.mark.kernel
+def test_the_daemon_ships_its_events_through_audisp_remote(tmp_path):
+    """`audtrace daemon` with audisp-remote in its plugin_dir: the kill events it traces
+    reach a central auditd's log, every record as the daemon's own log has it (node= of
+    `name_format = user`), ausearch finding them by node. The central auditd and the daemon
+    share a network namespace of the test's (its own loopback); the daemon's mount
+    namespace has the test's audisp-remote.conf, auditd's a private /run for its pid file.
+    Kernel audit, the system's files and its auditd are left alone."""
+    pytest.importorskip("audtrace.tracer.daemon", reason="needs `audtrace daemon`")
+    from helpers import REPO, wait_for
+    from test_daemon import kill_line, send
+    from test_disk_full import usr2_target
+
+    conf = tmp_path / "central"
+    (conf / "plugins.d").mkdir(parents=True)
+    central_log = tmp_path / "central.log"
+    (conf / "auditd.conf").write_text(AUDITD_CONF.format(
+        log=central_log, plugins=conf / "plugins.d", port=PORT))
+    (conf / "auditd.conf").chmod(0o600)
+    remote = tmp_path / "audisp-remote.conf"
+    remote.write_text(REMOTE.format(port=PORT, queue=tmp_path / "remote.queue"))
+    remote.chmod(0o640)
+    plugins = tmp_path / "plugins.d"
+    plugins.mkdir()
+    (plugins / "au-remote.conf").write_text(
+        f"active = yes\ndirection = out\npath = {AUDISP_REMOTE}\ntype = always\n"
+        "format = string\n")
+    (plugins / "au-remote.conf").chmod(0o640)
+    log = tmp_path / "audit.log"
+    before = (sha(REMOTE_CONF), kernel_audit_pid(), audit_enabled())
+
+    holder = subprocess.Popen(["unshare", "-n", "sh", "-c", "ip link set lo up && exec sleep 600"])
+    procs: list[subprocess.Popen] = []
+    stderr: list[str] = []
+    try:
+        assert wait_for(lambda: Path(f"/proc/{holder.pid}/comm").read_text() == "sleep\n")
+        auditd = subprocess.Popen(
+            in_netns(holder.pid, "auditd", "-n", "-s", "nochange", "-c", str(conf),
+                     setup="mount -t tmpfs -o mode=755 tmpfs /run"),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(auditd)
+        assert wait_for(lambda: central_log.exists()
+                        and b"type=DAEMON_START " in central_log.read_bytes()), "auditd"
+        with usr2_target() as target:
+            (tmp_path / "audtrace.conf").write_text(
+                f"log_file = {log}\nplugin_dir = {plugins}\nname_format = user\n"
+                f"name = web-01\nspace_left = 0\nadmin_space_left = 0\n{kill_line(target)}")
+            daemon = subprocess.Popen(
+                in_netns(holder.pid, str(REPO / "audtrace"), "daemon", "--config",
+                         str(tmp_path / "audtrace.conf"),
+                         setup=f"mount --bind {remote} {REMOTE_CONF}"),
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+            procs.append(daemon)
+            for line in daemon.stderr:
+                stderr.append(line.rstrip("\n"))
+                if line.startswith("audtrace: tracing "):
+                    break
+            assert daemon.poll() is None, "\n".join(stderr)
+            sender = send(target, signal.SIGUSR2, 20)
+            assert wait_for(lambda: log.exists() and log.read_text().count(
+                f" pid={sender} ") == 20), "\n".join(stderr)
+            assert stop(daemon) == 0, "\n".join(stderr)
+            stderr += daemon.stderr.read().splitlines()
+        assert wait_for(lambda: b"type=DAEMON_CLOSE " in central_log.read_bytes(), 20)
+        assert stop(auditd) == 0
+    finally:
+        for p in procs:
+            stop(p)
+        holder.kill()
+        holder.wait()
+    assert (sha(REMOTE_CONF), kernel_audit_pid(), audit_enabled()) == before
+    assert "plugins 0" in next(s for s in stderr if "events (" in s), stderr
+    ours = log.read_text().splitlines()
+    assert sum(f" pid={sender} " in ln for ln in ours) == 20
+    assert all(ln.startswith("node=web-01 type=") for ln in ours)
+    lines = central_log.read_text().splitlines()
+    arrived = [ln for ln in lines
+               if ln.split(" msg=")[0].removeprefix("type=") not in AUDITD_OWN]
+    assert arrived == ours
+    def stamp(line: str) -> str:
+        return line.split(" msg=audit(", 1)[1].split(")", 1)[0]
+
+    sent = {stamp(ln) for ln in ours if f" pid={sender} " in ln}
+    r = ausearch(central_log, "--node", "web-01", "-p", str(sender), "--raw")
+    assert r.returncode == 0, r.stderr
+    assert sorted(r.stdout.splitlines()) == sorted(ln for ln in ours if stamp(ln) in sent)
