@@ -40,6 +40,20 @@ writes what is queued (for up to 2 s), closes the pipes (plugins end at EOF, as 
 do), sends SIGTERM to those still running after 2 s (auditd's signal at its own exit),
 SIGKILL after 5 s more, and counts whatever they had not read.
 
+Interface (what the daemon uses):
+
+    plugins = Plugins.from_dir(path, max_restarts, notice)   # PluginError: one line
+    plugins.start()            # runs every active plugin; PluginError if one cannot run
+    plugins.feed(data)         # bytes: whole events' RAW lines, as auditd sends them
+    plugins.poll()             # every loop turn: restart the dead, write what waits
+    plugins.lost()             # int: events plugins missed, all counted
+    plugins.backlog()          # events queued or unread in the pipes
+    plugins.reload(path=None)  # SIGHUP to each; with the directory, its changes applied
+    plugins.close()            # the end: flush, EOF, SIGTERM, SIGKILL (bounded)
+
+`notice(line)` is called with one line for each plugin restarted, given up or ended with
+events unread.
+
 The caller polls: `poll()` every loop iteration reaps dead plugins (only its own children,
 through their pids) and writes what waits. Nothing here reaps other processes; the caller
 must not reap children wholesale (waitpid(-1), SIGCHLD ignored), or a plugin's death reads
@@ -262,6 +276,11 @@ class _Plugin:
         self.rfd = self.wfd = -1
 
 
+def _key(c: PluginConf) -> tuple[str, str, tuple[str, ...]]:
+    """What makes a plugin the same one across a reload."""
+    return c.file, c.path, c.args
+
+
 def _status(returncode: int) -> str:
     if returncode >= 0:
         return f"exited with status {returncode}"
@@ -281,6 +300,7 @@ class Plugins:
         self.q_depth = max(1, q_depth)
         self._plugins = [_Plugin(c) for c in confs if c.active]
         self._started = self._closed = False
+        self._gone_missed = 0           # misses of plugins a reload ended
 
     @classmethod
     def from_dir(cls, path: str, max_restarts: int, notice: Callable[[str], None],
@@ -408,19 +428,48 @@ class Plugins:
                     f"{self.max_restarts})")
         self._write(p)
 
-    def reload(self) -> None:
-        """SIGHUP to every running plugin, as auditd on reconfiguration."""
+    def reload(self, path: str | None = None) -> None:
+        """auditd's reconfiguration. Without `path`: SIGHUP to every running plugin. With the
+        plugin directory, read anew (a PluginError leaves every plugin as it was): a plugin
+        whose file is unchanged (same file, program and args) gets SIGHUP and keeps its
+        restarts and queue; one removed, made inactive or changed is ended as close() ends
+        it (waiting as close() waits), what it had not read counted; a new or changed one is
+        started (one that cannot run is a notice, and every event it misses is counted)."""
+        if path is None:
+            for p in self._plugins:
+                if p.proc is not None and p.proc.poll() is None:
+                    p.proc.send_signal(signal.SIGHUP)
+            return
+        confs = [c for c in read_dir(path) if c.active]
+        old = {_key(p.conf): p for p in self._plugins}
+        wanted = {_key(c) for c in confs}
+        going = [p for k, p in old.items() if k not in wanted]
+        if self._started and not self._closed:
+            self._end(going, "at reload")
+        self._gone_missed += sum(p.missed for p in going)
+        self._plugins = [old.get(_key(c)) or _Plugin(c) for c in confs]
+        if not self._started or self._closed:
+            return
         for p in self._plugins:
-            if p.proc is not None and p.proc.poll() is None:
-                p.proc.send_signal(signal.SIGHUP)
+            if _key(p.conf) in old:
+                if p.proc is not None and p.proc.poll() is None:
+                    p.proc.send_signal(signal.SIGHUP)
+                continue
+            try:
+                self._spawn(p)
+            except OSError as e:
+                p.given_up = True
+                self.notice(f"plugin {p.label}: cannot run it: {e.strerror}; the events it "
+                            "misses are counted lost")
 
     def backlog(self) -> int:
         """Events waiting for plugins: queued, or in a pipe and not yet read."""
         return sum(len(p.queue) + (p.unread() if p.rfd >= 0 else 0) for p in self._plugins)
 
     def lost(self) -> int:
-        """Events plugins missed so far, each plugin's misses counted."""
-        return sum(p.missed for p in self._plugins)
+        """Events plugins missed so far, each plugin's misses counted (those a reload
+        ended included)."""
+        return self._gone_missed + sum(p.missed for p in self._plugins)
 
     def close(self) -> None:
         """Write what is queued, end the plugins, count what they did not read. Idempotent,
@@ -428,7 +477,10 @@ class Plugins:
         if self._closed:
             return
         self._closed = True
-        running = [p for p in self._plugins if p.proc is not None]
+        self._end(self._plugins, "at the end")
+
+    def _end(self, plugins: list[_Plugin], when: str) -> None:
+        running = [p for p in plugins if p.proc is not None]
         deadline = time.monotonic() + CLOSE_FLUSH_S
         while True:
             waiting = [p for p in running if p.queue and p.proc.poll() is None]
@@ -443,13 +495,14 @@ class Plugins:
         self._wait(running, CLOSE_EOF_S, signal.SIGTERM)
         self._wait(running, CLOSE_TERM_S, signal.SIGKILL)
         self._wait(running, None, None)
-        for p in self._plugins:
+        for p in plugins:
             lost = len(p.queue) + (p.unread() if p.rfd >= 0 else 0)
             p.missed += lost
             p.queue.clear()
             p.close_pipe()
+            p.proc = None
             if lost:
-                self.notice(f"plugin {p.label}: {lost} events it had not read lost at the end")
+                self.notice(f"plugin {p.label}: {lost} events it had not read lost {when}")
 
     @staticmethod
     def _wait(ps: list[_Plugin], timeout: float | None, then: signal.Signals | None) -> None:

@@ -60,9 +60,10 @@ note("EOF")
 """
 
 # reads byte by byte (nothing read ahead and lost unseen), appends each line; after N lines
-# it exits 3. Each run starts with a START line.
+# it exits 3 (with a third argument `hang`: stops reading, and waits to be killed). Each run
+# starts with a START line.
 DIE_AFTER = f"""#!{PY}
-import os, sys
+import os, sys, time
 out, n = sys.argv[1], int(sys.argv[2])
 with open(out, "ab", buffering=0) as f:
     f.write(b"START\\n")
@@ -76,6 +77,8 @@ with open(out, "ab", buffering=0) as f:
             f.write(line)
             line = b""
             n -= 1
+while sys.argv[3:] == ["hang"]:
+    time.sleep(60)
 sys.exit(3)
 """
 
@@ -219,6 +222,73 @@ def test_restarts_up_to_max_restarts_counting_what_each_run_missed(tmp_path):
     assert got == [ln for r in range(3) for ln in
                    user_events(15 * r, 10).splitlines(keepends=True)]
     assert out.read_bytes().count(b"START\n") == 3
+
+
+def test_a_killed_plugin_is_restarted_and_its_misses_counted(tmp_path):
+    """A plugin killed (SIGKILL) with 5 events unread in its pipe: poll() restarts it and
+    counts the 5 as its misses; the new run gets what is fed after, from its first line."""
+    out = tmp_path / "out"
+    plugin(tmp_path, "victim", DIE_AFTER, str(out), "10", "hang")
+    notices: list[str] = []
+
+    def lines() -> list[bytes]:
+        return out.read_bytes().splitlines(keepends=True) if out.exists() else []
+
+    with Plugins.from_dir(str(tmp_path / "plugins.d"), 3, notices.append) as p:
+        p.start()
+        p.feed(user_events(0, 15))
+        assert settle(p, lambda: len(lines()) == 11)          # START and 10 events
+        pid = p._plugins[0].proc.pid
+        os.kill(pid, signal.SIGKILL)
+        assert settle(p, lambda: len(notices) == 1)
+        assert p.lost() == 5
+        p.feed(user_events(15, 4))
+        assert settle(p, lambda: len(lines()) == 16)          # START and the 4 new events
+    assert notices == [f"plugin victim.conf ({tmp_path / 'victim'}) was killed by SIGKILL, 5 "
+                       "events it had not read lost; restarted (1 of max_restarts 3)"]
+    assert lines() == [b"START\n", *user_events(0, 10).splitlines(keepends=True),
+                       b"START\n", *user_events(15, 4).splitlines(keepends=True)]
+    assert p.lost() == 5, "the second run, ended at EOF, had read everything"
+
+
+def test_reload_applies_the_directorys_changes(tmp_path, monkeypatch):
+    """reload(dir): an unchanged plugin gets SIGHUP and stays (same process); one whose
+    file is gone is ended, its unread events counted; a new one starts and gets what is
+    fed after. reload() alone: SIGHUP only. A broken file: PluginError, nothing changed."""
+    monkeypatch.setattr(plugins_mod, "CLOSE_EOF_S", 0.3)
+    plugin(tmp_path, "stays", RECORD, str(tmp_path / "stays.out"))
+    plugin(tmp_path, "goes", STALL, str(tmp_path / "goes.out"))
+    d = tmp_path / "plugins.d"
+    notices: list[str] = []
+    with Plugins.from_dir(str(d), 10, notices.append) as p:
+        p.start()
+        p.feed(user_events(0, 3))
+        assert settle(p, lambda: (tmp_path / "goes.out").exists()
+                      and (tmp_path / "stays.out").exists()
+                      and len((tmp_path / "stays.out").read_bytes().splitlines()) == 3)
+        stays_pid = p._plugins[1].proc.pid
+        goes_pid = int((tmp_path / "goes.out").read_text().split()[0])
+        (d / "goes.conf").unlink()
+        plugin(tmp_path, "new", RECORD, str(tmp_path / "new.out"))
+        (d / "broken.conf").write_text("active = perhaps\n")
+        with pytest.raises(PluginError, match="broken.conf:1: active"):
+            p.reload(str(d))
+        assert p.names() == ["goes.conf", "stays.conf"] and not gone(goes_pid)
+        (d / "broken.conf").unlink()
+        p.reload(str(d))
+        assert p.names() == ["new.conf", "stays.conf"]
+        assert gone(goes_pid) and p.lost() == 3, "the 3 events `goes` never read"
+        assert p._plugins[1].proc.pid == stays_pid
+        p.feed(user_events(3, 2))
+        assert settle(p, lambda: p.backlog() == 0)
+        p.reload()
+    assert notices == [f"plugin goes.conf ({tmp_path / 'goes'}): 3 events it had not read "
+                       "lost at reload"]
+    assert (tmp_path / "stays.out").read_bytes() == user_events(0, 5)
+    assert (tmp_path / "new.out").read_bytes() == user_events(3, 2)
+    hups = (tmp_path / "stays.out.info").read_text().splitlines().count("SIGHUP")
+    assert hups == 2
+    assert (tmp_path / "new.out.info").read_text().splitlines().count("SIGHUP") == 1
 
 
 def test_a_restarted_plugin_gets_whole_events_and_nothing_twice(tmp_path, monkeypatch):
