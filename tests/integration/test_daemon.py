@@ -449,7 +449,8 @@ def test_every_event_also_goes_to_the_plugins(tmp_path):
     plugins = tmp_path / "plugins.d"
     plugins.mkdir()
     program = tmp_path / "copy-stdin"
-    program.write_text("#!/bin/sh\nexec cat > \"$1\"\n")
+    # SIGHUP, auditd's "reload your configuration", is ignored by this plugin
+    program.write_text("#!/bin/sh\ntrap '' HUP\nexec cat >> \"$1\"\n")
     program.chmod(0o750)
     got = tmp_path / "plugin-got"
     conf_file = plugins / "copy.conf"
@@ -457,18 +458,31 @@ def test_every_event_also_goes_to_the_plugins(tmp_path):
                          f"args = {got}\nformat = string\n")
     conf_file.chmod(0o640)
     log = tmp_path / "audit.log"
+    got2 = tmp_path / "plugin-got-2"
     with usr2_target() as target:
         conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\nplugin_dir = {plugins}\n"
                       f"{QUIET}{kill_line(target)}")
         with daemon(conf) as d:
             sender = send(target, signal.SIGUSR2, 6)
             assert wait_for(lambda: events(log).kills.get((sender, 12)) == 6), d.text()
+            # a second plugin, then SIGHUP: started; the first one goes on
+            second = plugins / "second.conf"
+            second.write_text(conf_file.read_text().replace(str(got), str(got2)))
+            second.chmod(0o640)
+            d.proc.send_signal(signal.SIGHUP)
+            assert wait_for(lambda: d.said("configuration reloaded"), timeout=START_TIMEOUT), \
+                d.text()
+            later = send(target, signal.SIGUSR2, 4)
+            assert wait_for(lambda: events(log).kills.get((later, 12)) == 4), d.text()
             assert d.stop() == 0, d.text()
     lines = got.read_text().splitlines()
     syscalls = [ln for ln in lines if ln.startswith("type=SYSCALL") and f" pid={sender} " in ln]
     assert len(syscalls) == 6
-    assert sum(ln.startswith("type=EOE") for ln in lines) >= 6
+    assert sum(ln.startswith("type=EOE") for ln in lines) >= 10
     assert [ln for ln in lines if not ln.startswith("type=EOE")] == log.read_text().splitlines()
+    lines2 = got2.read_text().splitlines()
+    assert sum(ln.startswith("type=SYSCALL") and f" pid={later} " in ln for ln in lines2) == 4
+    assert not any(f" pid={sender} " in ln for ln in lines2)
     assert "plugins 0" in next(s for s in d.stderr if "events (" in s)
 
 

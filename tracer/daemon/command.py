@@ -80,7 +80,7 @@ def main(path: str, check: bool) -> int:
         _say(note)
     if check:
         names = [s.key for s in slots] + [f"plugin {n}" for n in
-                                          (plugins.names() if plugins else [])]
+                                          (plugins.names() if plugins is not None else [])]
         _say(f"{path}: configuration good: {', '.join(names)}")
         return 0
     try:
@@ -92,11 +92,11 @@ def main(path: str, check: bool) -> int:
 
 
 def _plugins(cfg):
-    """The active plugins of plugin_dir (tracer/plugins.py), checked; None when none."""
+    """The plugins of plugin_dir (tracer/plugins.py), checked; None without a directory
+    (one with no active plugin is kept: a reload may activate one)."""
     from audtrace.tracer.plugins import Plugins
     from audtrace.tracer.session import notice
 
     if cfg.plugin_dir is None:
         return None
-    plugins = Plugins.from_dir(cfg.plugin_dir, cfg.max_restarts, notice)
-    return plugins if len(plugins) else None
+    return Plugins.from_dir(cfg.plugin_dir, cfg.max_restarts, notice)

@@ -46,7 +46,7 @@ class DaemonSink(Sink):
             for ev in events:
                 ev.node = self.node
         raw = None
-        if self.plugins is not None:
+        if self.plugins is not None and len(self.plugins):
             raw = self.render(events, format_raw)
             self.plugins.feed(b"\n".join(raw) + b"\n")
         if self.log is None:                # write_logs = no: the plugins are the output

@@ -46,6 +46,7 @@ class Daemon(Session):
         self.notifier = notifier
         self.plugins = plugins
         self.reload_lost = 0            # syscalls no program saw whole across a reload
+        self.plugins_lost = 0           # of plugins a reload ended with their directory
         self.reloading: reload.Reload | None = None
         self._asked: set[int] = set()   # signals to act on at the next turn
 
@@ -56,17 +57,37 @@ class Daemon(Session):
     def apply_settings(self, cfg: Config) -> None:
         """A reload's log settings: the log opened anew only when they changed (the new
         one first: a log that cannot be opened leaves the one in force)."""
+        self._reload_plugins(cfg)       # first: a bad plugin file leaves everything as it was
         if cfg.log_settings() != self.config.log_settings():
             new = DaemonSink(cfg, notice, self.plugins)
             self.sink.close()
             self.sink = new
         self.sink.node = cfg.node
-        if (cfg.plugin_dir, cfg.max_restarts) != (self.config.plugin_dir,
-                                                  self.config.max_restarts):
-            notice("plugin_dir and max_restarts take effect at the next start")
-        if self.plugins is not None:
-            self.plugins.reload()       # as auditd: SIGHUP to every running plugin
+        self.sink.plugins = self.plugins
         self.config = cfg
+
+    def _reload_plugins(self, cfg: Config) -> None:
+        """plugin_dir read anew (tracer/plugins.py: unchanged plugins get SIGHUP, as from
+        auditd, changed ones are restarted, new ones started, removed ones ended)."""
+        from audtrace.tracer.plugins import Plugins
+
+        if self.plugins is None:
+            if cfg.plugin_dir is not None:
+                plugins = Plugins.from_dir(cfg.plugin_dir, cfg.max_restarts, notice)
+                try:
+                    plugins.start()
+                except Exception:
+                    plugins.close()     # those started end; the reload fails in one line
+                    raise
+                self.plugins = plugins
+            return
+        if cfg.plugin_dir is None:      # no plugin directory any more: every plugin ends
+            self.plugins.close()
+            self.plugins_lost += self.plugins.lost()
+            self.plugins = None
+            return
+        self.plugins.max_restarts = cfg.max_restarts
+        self.plugins.reload(cfg.plugin_dir)
 
     def _rotate_now(self) -> None:
         log = self.sink.log
@@ -132,8 +153,8 @@ class Daemon(Session):
     def lost(self) -> dict[str, int]:
         out = super().lost()
         out["ebpf"] += self.reload_lost
-        if self.plugins is not None:
-            out["plugins"] = self.plugins.lost()
+        if self.plugins is not None or self.plugins_lost:
+            out["plugins"] = self.plugins_lost + (self.plugins.lost() if self.plugins else 0)
         return out
 
     def run(self) -> int:
@@ -144,4 +165,8 @@ class Daemon(Session):
         finally:
             if self.plugins is not None:
                 self.plugins.close()    # after the last event: they get everything
+                # (Session printed its totals before: the plugins' final misses follow)
+                if self.plugins.lost():
+                    notice(f"plugins missed {self.plugins.lost() + self.plugins_lost}"
+                           " events in all")
             self.notifier.stopping("stopped")
