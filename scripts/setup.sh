@@ -11,8 +11,10 @@
 #      ausearch, aureport, ausyscall), iproute2, and a kernel header tree for BCC's compiler
 #      (linux-headers-$(uname -r) when apt has it, else the distro's generic headers package;
 #      none when /lib/modules/$(uname -r)/build already exists); with --test also laurel
-#      (audit's JSON plugin: the tests feed it audtrace's output), where apt has it, with
-#      its auditd plugin left inactive when installed here (the tests run it on its own).
+#      (audit's JSON plugin: the tests feed it audtrace's output) and audispd-plugins
+#      (audisp-remote: the tests ship records to a private auditd with it), where apt has
+#      them, with the auditd plugins they ship left inactive when installed here (the tests
+#      run them on their own).
 #      auditd's daemon is not started by the install (a temporary policy-rc.d denies it when
 #      the system has none); its unit is enabled by the package as usual, so it starts at the
 #      next boot unless you run `systemctl disable auditd`.
@@ -142,9 +144,13 @@ missing_packages() {
     done
     # the tests read audtrace's output with laurel as an auditd plugin would (Debian 12,
     # Ubuntu 22.04 on); a distribution without it skips those tests
-    if ((want_test)) && ! installed laurel && apt-cache show laurel >/dev/null 2>&1; then
-        echo laurel
-    fi
+    # and ship records with audisp-remote as audtrace's plugin
+    local t
+    for t in laurel audispd-plugins; do
+        if ((want_test)) && ! installed "$t" && apt-cache show "$t" >/dev/null 2>&1; then
+            echo "$t"
+        fi
+    done
     headers_needed
 }
 
@@ -200,13 +206,19 @@ if ((${#missing[@]})); then
     apt-get "${apt_opts[@]}" install "${missing[@]}" >>"$log" 2>&1 \
         || fail "apt-get install ${missing[*]}"
     drop_policy
-    # laurel's package activates its auditd plugin; the tests run the binary on their own,
-    # so a laurel installed here stays out of the system's auditd (its next start)
-    laurel_conf=/etc/audit/plugins.d/laurel.conf
-    if [[ " ${missing[*]} " == *" laurel "* && -f $laurel_conf ]]; then
-        echo "+ active = no in $laurel_conf" >>"$log"
-        sed -i 's/^active = yes$/active = no/' "$laurel_conf"
-    fi
+    # laurel's package activates its auditd plugin (audispd-plugins ships its own inactive);
+    # the tests run the binaries on their own, so a plugin installed here stays out of the
+    # system's auditd (its next start)
+    for t in laurel audispd-plugins; do
+        [[ " ${missing[*]} " == *" $t "* ]] || continue
+        while read -r conf; do
+            [[ $conf == /etc/audit/plugins.d/*.conf && -f $conf ]] || continue
+            if grep -qi '^active *= *yes' "$conf"; then
+                echo "+ active = no in $conf" >>"$log"
+                sed -i 's/^active *= *yes *$/active = no/I' "$conf"
+            fi
+        done < <(dpkg-query -L "$t" 2>/dev/null)
+    done
 elif ! rpm_family; then
     echo "apt: nothing missing" >>"$log"
 fi

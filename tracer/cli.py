@@ -33,6 +33,9 @@ for _name in SUBCOMMANDS:
                     _name)
 
 
+cli.add_command(importlib.import_module("audtrace.tracer.daemon.command").command, "daemon")
+
+
 @cli.command()
 @click.option("--format", "fmt", type=click.Choice(("text", "json")), default="text")
 def doctor(fmt: str) -> None:

@@ -1,5 +1,9 @@
 """One tracing run: set up the sources, stream events to the sink, put everything back.
 
+A run holds one part per subcommand it runs: the command line runs one, the daemon
+(tracer/daemon/) several at once. Every part's BPF program is read into the one stream, the
+kernel audit rules of all parts go to one audit source, and everything ends in one sink.
+
 Everything set up goes on one ExitStack, so tracefs, the header tree, BPF programs, audit
 rules and the audit enabled flag are restored on every exit path: normal end, --count,
 --duration, SIGINT/SIGTERM/SIGHUP, and errors.
@@ -99,6 +103,31 @@ class Subcommand:
     finished: Callable[[], int | None] | None = None
 
 
+@dataclass(eq=False)
+class Part:
+    """One subcommand of a run: its declaration, the keys its records carry, the source it
+    runs on, and once started its program and the decoder of that program's events."""
+    sub: Subcommand
+    keys: list[str] = field(default_factory=list)
+    source: str = "ebpf"
+    buffer_bytes: int | None = None     # its eBPF buffer; None: the run's (Options)
+    program: probes.Program | None = None
+    decoder: Decoder | None = None
+    # while a reload hands events over between programs (tracer/daemon/handoff.py): `tap`
+    # sees each raw batch of an outgoing program, `screen` filters an incoming one's
+    tap: Callable[[list[bytes]], None] | None = None
+    screen: Callable[[list[bytes]], list[bytes]] | None = None
+
+    @property
+    def runs_ebpf(self) -> bool:
+        return self.source in ("ebpf", "both") and self.sub.program is not None
+
+    @property
+    def runs_audit(self) -> bool:
+        return self.source in ("audit", "both") or (self.sub.audit_always
+                                                    and bool(self.sub.audit_rules))
+
+
 @dataclass
 class Options:
     source: str = "ebpf"
@@ -109,12 +138,24 @@ class Options:
     count: int | None = None
     buffer_bytes: int = probes.DEFAULT_BUFFER     # eBPF event buffer, all CPUs
     log: Policy | None = None                     # -o's disk-full, disk-error, rotation
+    eoe_timeout: float | None = None              # kernel audit's end_of_event_timeout
+
+
+def combined_source(parts: list[Part]) -> str:
+    """The sources the parts run on together, as one --source word."""
+    sources = {p.source for p in parts}
+    return sources.pop() if len(sources) == 1 else "both"
 
 
 class Session:
-    def __init__(self, sub: Subcommand, opts: Options,
-                 on_event: Callable[[Event], None] | None = None) -> None:
-        self.sub, self.opts = sub, opts
+    STOP_HINT = "Ctrl-C to stop"
+
+    def __init__(self, sub: Subcommand | None, opts: Options,
+                 on_event: Callable[[Event], None] | None = None,
+                 parts: list[Part] | None = None) -> None:
+        self.opts = opts
+        self.parts = parts if parts is not None else [Part(sub, list(opts.keys), opts.source)]
+        self.sub = self.parts[0].sub
         self.on_event = on_event        # sees every event written (audtrace compare)
         self.final_lost: dict[str, int] | None = None
         self.stop = False
@@ -123,58 +164,138 @@ class Session:
         self.written = {"ebpf": 0, "audit": 0}
         self.counted = 0                # toward --count: traced events, not bookkeeping
         self.log_lost = 0               # events the log could not take (disk full...)
+        self.retired_lost = 0           # eBPF losses of programs a reload has closed
         self.lost_reported = {"ebpf": 0, "audit": 0, "log": 0}
         self.sink: Sink | None = None
-        self.program: probes.Program | None = None
+        self.stack: contextlib.ExitStack | None = None
+        self.tracefs = None             # once eBPF is set up: tracefs root, struct layout
+        self.layout = None
         self.audit = None
+        self.relay: Callable[[Event], bool] | None = None
         self.refused: list = []         # audit rules the kernel refused, the run going on
         self.clock: Clock | None = None
 
     # -- set-up -------------------------------------------------------------------------
     def _start_ebpf(self, stack: contextlib.ExitStack) -> None:
-        root = stack.enter_context(system.tracefs_mounted(notice))
+        """What every program needs, once per run: tracefs, a header tree, the offsets."""
+        self.tracefs = stack.enter_context(system.tracefs_mounted(notice))
         tree = system.find_header_tree()
         if tree.kind == "none":
             raise SessionError(tree.note + ": install the kernel headers (./audtrace does)")
         if tree.kind == "foreign":
             notice(tree.note)
         stack.enter_context(system.header_tree_for_bcc(tree))
-        layout = probes.load_layout()
-        if layout.source == "headers":
+        self.layout = probes.load_layout()
+        if self.layout.source == "headers":
             notice("no BTF: struct offsets come from the header tree, right only if it is the"
                    " running kernel's")
-        self.program = probes.Program(self.sub.program, layout, root, self.opts.buffer_bytes)
-        stack.callback(self.program.close)
-        if self.program.missing:
-            notice("no tracepoint on this kernel for: " + ", ".join(self.program.missing))
         self.clock = Clock()
-        self.decoder = Decoder(self.program.src, tables.host_arch(), self.clock)
-        self.program.open_events()
+        stack.callback(self._close_programs)
+
+    def make_program(self, part: Part) -> probes.Program:
+        """Compile, load and attach a part's program (its events wait in its buffer until
+        `add_part`). Touches no state of the run: a reload makes programs on a thread."""
+        program = probes.Program(part.sub.program, self.layout, self.tracefs,
+                                 part.buffer_bytes or self.opts.buffer_bytes)
+        if program.missing:
+            notice("no tracepoint on this kernel for: " + ", ".join(program.missing))
+        return program
+
+    def add_part(self, part: Part, program: probes.Program | None = None) -> None:
+        """A part joins the run (its program made already, or now): its events are read."""
+        if part.runs_ebpf:
+            part.program = program if program is not None else self.make_program(part)
+            part.decoder = Decoder(part.program.src, tables.host_arch(), self.clock)
+            part.program.open_events()
+        if part not in self.parts:
+            self.parts.append(part)
+
+    def retire_part(self, part: Part) -> None:
+        """A part leaves the run: its program detached, what it sent read, then closed."""
+        if part.program is not None:
+            part.program.detach()
+            part.program.poll(0)
+            self._take_ebpf(part)
+            self.retired_lost += part.program.lost()
+            part.program.close()
+            part.program = None
+        self.parts.remove(part)
+
+    def _close_programs(self) -> None:
+        for part in self.parts:
+            if part.program is not None:
+                part.program.close()
+
+    def audit_rules(self, parts: list[Part] | None = None) -> list[Rule]:
+        """The kernel audit rules of the parts that run on kernel audit: each rule once, in
+        the parts' order."""
+        out: list[Rule] = []
+        for part in self.parts if parts is None else parts:
+            if part.runs_audit:
+                out += [r for r in part.sub.audit_rules if r not in out]
+        return out
 
     def _start_audit(self, stack: contextlib.ExitStack) -> None:
-        from audtrace.tracer.audit.source import AuditSource
-
-        def on_refused(rule, err) -> bool:
-            ok = self.sub.audit_refused is not None and self.sub.audit_refused(rule, err)
-            if ok:
-                self.refused.append(rule)
-            return ok
+        from audtrace.tracer.audit.source import EOE_TIMEOUT, AuditSource
 
         # the session's own handlers already turn SIGINT/SIGTERM/SIGHUP into a clean stop
-        self.audit = stack.enter_context(AuditSource(self.sub.audit_rules, on_notice=notice,
-                                                     handle_signals=False,
-                                                     on_refused=on_refused))
-        # a rule the kernel refused matches nothing: it selects no events to relay
-        self.relay = relay_filter([r for r in self.sub.audit_rules if r not in self.refused],
-                                  self.sub.audit_filter, self.sub.relay_types)
+        self.audit = AuditSource(self.audit_rules(), on_notice=notice, handle_signals=False,
+                                 on_refused=self.on_refused,
+                                 eoe_timeout=self.opts.eoe_timeout or EOE_TIMEOUT)
+        stack.callback(self.close_audit)
+        self.audit.open()
+        self.set_relay()
+
+    def close_audit(self) -> None:
+        if self.audit is not None:
+            self.audit.close()
+
+    def on_refused(self, rule: Rule, err) -> bool:
+        """An audit rule the kernel refused: the part it is of says whether to go on."""
+        part = next((p for p in self.parts if p.runs_audit and rule in p.sub.audit_rules), None)
+        ok = part is not None and part.sub.audit_refused is not None \
+            and part.sub.audit_refused(rule, err)
+        if ok:
+            self.refused.append(rule)
+        return bool(ok)
+
+    def set_relay(self, parts: list[Part] | None = None) -> None:
+        """Relay what the parts' rules select (a rule the kernel refused selects nothing)."""
+        filters = [relay_filter([r for r in p.sub.audit_rules if r not in self.refused],
+                                p.sub.audit_filter, p.sub.relay_types)
+                   for p in (self.parts if parts is None else parts) if p.runs_audit]
+        self.relay = filters[0] if len(filters) == 1 else \
+            (lambda ev: any(f(ev) for f in filters))
 
     # -- the stream -----------------------------------------------------------------------
-    def _take_ebpf(self) -> None:
+    def _poll_ebpf(self) -> None:
+        """Read what every program sent; wait only when none had anything, on the first."""
+        parts = [p for p in self.parts if p.program is not None]
+        if not parts:
+            return
+        self.clock.sample()
+        for part in parts:
+            part.program.poll(0)
+        if not any(part.program.pending for part in parts):
+            parts[0].program.poll(probes.POLL_MS)
+            for part in parts[1:]:
+                part.program.poll(0)
+        # screened parts last: the events they are screened against are in by then
+        for part in sorted(parts, key=lambda p: p.screen is not None):
+            self._take_ebpf(part)
+            if part.sub.tick is not None:
+                part.sub.tick(part.program, False)
+
+    def _take_ebpf(self, part: Part, batch: list[bytes] | None = None) -> None:
         """Decode what the program sent since the last poll, in one go."""
-        batch = self.program.take()
+        batch = part.program.take() if batch is None else batch
+        if part.tap is not None:
+            part.tap(batch)
+        if part.screen is not None:
+            batch = part.screen(batch)
         if not batch:
             return
-        decode, to_audit, keys, d = self.sub.decode, self.sub.to_audit, self.opts.keys, self.decoder
+        decode, to_audit, keys, d = part.sub.decode, part.sub.to_audit, part.keys, part.decoder
         out: list[tuple[Event, int]] = []
         add = out.append
         for buf in batch:
@@ -222,14 +343,16 @@ class Session:
             rec = ev.records[0]
             if ev.source == "ebpf" and rec.type == LOSS_TYPE and rec.get("op") == LOSS_OP:
                 source = (rec.get("source") or "").strip('"')
-                self.lost_reported[source] -= int((rec.get("lost") or "0").strip('"'))
+                self.lost_reported[source] = self.lost_reported.get(source, 0) \
+                    - int((rec.get("lost") or "0").strip('"'))
             else:
                 self.log_lost += 1
 
     def lost(self) -> dict[str, int]:
-        out = {"ebpf": 0, "audit": 0, "log": self.log_lost}
-        if self.program is not None:
-            out["ebpf"] = self.program.lost()
+        out = {"ebpf": self.retired_lost, "audit": 0, "log": self.log_lost}
+        for part in self.parts:
+            if part.program is not None:
+                out["ebpf"] += part.program.lost()
         if self.audit is not None:
             out["audit"] = self.audit.lost().total
         return out
@@ -237,7 +360,7 @@ class Session:
     def _report_loss(self) -> None:
         """Lost events become an event of their own in the stream, never a silent gap."""
         for source, n in self.lost().items():
-            new = n - self.lost_reported[source]
+            new = n - self.lost_reported.get(source, 0)
             if new <= 0:
                 continue
             self.lost_reported[source] = n
@@ -246,63 +369,74 @@ class Session:
     def _handle_signal(self, _signum, _frame) -> None:
         self.stop = True
 
-    def run(self) -> int:
-        opts = self.opts
-        if opts.source not in ("ebpf", "audit", "both"):
-            raise SessionError(f"unknown source {opts.source!r}: choose ebpf, audit or both")
-        missing = missing_caps(opts.source)
-        if missing:
-            raise SessionError("needs " + ", ".join(missing) + " (run as root)")
-        sink = self.sink = Sink(opts.output, opts.fmt, opts.log, notice)
-        old = {s: signal.signal(s, self._handle_signal)
-               for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    def _signal_handlers(self, sink: Sink) -> dict[int, Callable]:
+        handlers: dict[int, Callable] = {s: self._handle_signal
+                                         for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         if sink.log is not None:
             # as `auditd resume`: a log suspended by its disk-full or disk-error action
-            old[signal.SIGUSR2] = signal.signal(signal.SIGUSR2,
-                                                lambda *_: sink.request_resume())
+            handlers[signal.SIGUSR2] = lambda *_: sink.request_resume()
+        return handlers
+
+    def _open_sink(self) -> Sink:
+        return Sink(self.opts.output, self.opts.fmt, self.opts.log, notice)
+
+    def run(self) -> int:
+        for part in self.parts:
+            if part.source not in ("ebpf", "audit", "both"):
+                raise SessionError(f"unknown source {part.source!r}: choose ebpf, audit or both")
+        missing = missing_caps(combined_source(self.parts))
+        if missing:
+            raise SessionError("needs " + ", ".join(missing) + " (run as root)")
+        sink = self.sink = self._open_sink()
+        old = {s: signal.signal(s, h) for s, h in self._signal_handlers(sink).items()}
         try:
             with contextlib.ExitStack() as stack:
+                self.stack = stack
                 stack.callback(self.stream.serials.close)
-                stack.callback(sink.close)
-                if opts.source in ("ebpf", "both"):
+                stack.callback(lambda: self.sink.close())   # the sink a reload left
+                if any(p.runs_ebpf for p in self.parts):
                     self._start_ebpf(stack)
-                if opts.source in ("audit", "both") or (self.sub.audit_always
-                                                        and self.sub.audit_rules):
+                for part in self.parts:
+                    self.add_part(part)
+                if any(p.runs_audit for p in self.parts):
                     self._start_audit(stack)
                 settle_memory()
-                notice(f"tracing {self.sub.name} ({self.describe()}); Ctrl-C to stop")
-                if self.sub.started is not None:
-                    self.sub.started()
-                self._loop(sink)
+                self._live()
+                self._loop()
                 self._report_loss()
-                self._drain(sink, everything=True)
+                self._drain(self.sink, everything=True)
                 self._summary()
         finally:
             for s, h in old.items():
                 signal.signal(s, h)
-        if sink.stopped:
-            raise SessionError(sink.stopped)
+        if self.sink.stopped:
+            raise SessionError(self.sink.stopped)
         return self.exit_status
 
-    def _loop(self, sink: Sink) -> None:
+    def _live(self) -> None:
+        """Every source is live."""
+        hint = f"; {self.STOP_HINT}" if self.STOP_HINT else ""
+        notice(f"tracing {self.names()} ({self.describe()}){hint}")
+        for part in self.parts:
+            if part.sub.started is not None:
+                part.sub.started()
+
+    def _between(self) -> None:
+        """Called at every turn of the loop (the daemon's reload, rotation, plugins)."""
+
+    def _loop(self) -> None:
         deadline = None if self.opts.duration is None else time.monotonic() + self.opts.duration
         last_loss_check = 0.0
         while not self.stop:
             if deadline is not None and time.monotonic() >= deadline:
                 break
-            if self.sub.finished is not None:
-                status = self.sub.finished()
-                if status is not None:
-                    self.exit_status = status
-                    break
-            if self.program is not None:
-                self.clock.sample()
-                self.program.poll(probes.POLL_MS)
-                self._take_ebpf()
-                if self.sub.tick is not None:
-                    self.sub.tick(self.program, False)
+            self._between()
+            if self._finished():
+                break
+            if any(p.program is not None for p in self.parts):
+                self._poll_ebpf()
             if self.audit is not None:
-                if self.program is None:
+                if not any(p.program is not None for p in self.parts):
                     select.select([self.audit], [], [], 0.05)
                 for ev in self.audit.read_events():
                     if self.relay(ev):
@@ -310,27 +444,47 @@ class Session:
             if time.monotonic() - last_loss_check > 1.0:
                 last_loss_check = time.monotonic()
                 self._report_loss()
-            self._drain(sink)
-        if self.program is not None:
-            self.program.poll(0)
-            self._take_ebpf()
-            if self.sub.tick is not None:
-                self.sub.tick(self.program, True)
-                self.program.poll(0)
-                self._take_ebpf()
+            self._drain(self.sink)
+        for part in [p for p in self.parts if p.program is not None]:
+            part.program.poll(0)
+            self._take_ebpf(part)
+            if part.sub.tick is not None:
+                part.sub.tick(part.program, True)
+                part.program.poll(0)
+                self._take_ebpf(part)
         if self.audit is not None:
             for ev in self.audit.read_events() + self.audit.flush():
                 if self.relay(ev):
                     self._queue(ev)
 
+    def _finished(self) -> bool:
+        """A part that ends the run (`audtrace trace`: its command exited) says so."""
+        for part in self.parts:
+            if part.sub.finished is not None:
+                status = part.sub.finished()
+                if status is not None:
+                    self.exit_status = status
+                    return True
+        return False
+
+    def names(self) -> str:
+        return ", ".join(p.sub.name for p in self.parts)
+
     def describe(self) -> str:
-        parts = [f"source {self.opts.source}"]
-        if self.program is not None:
-            layout = self.program.layout
-            parts.append(f"{self.sub.mechanism}, offsets from {probes.mechanism(layout)}, "
-                         f"{self.program.output()}")
+        if len(self.parts) == 1:
+            part = self.parts[0]
+            parts = [f"source {part.source}"]
+            if part.program is not None:
+                parts.append(f"{part.sub.mechanism}, offsets from "
+                             f"{probes.mechanism(self.layout)}, {part.program.output()}")
+        else:
+            parts = [f"{p.sub.name}: source {p.source}"
+                     + (f", {p.sub.mechanism}, {p.program.output()}" if p.program else "")
+                     for p in self.parts]
+            if self.layout is not None:
+                parts.append(f"offsets from {probes.mechanism(self.layout)}")
         if self.audit is not None:
-            parts.append(f"kernel audit, {len(self.sub.audit_rules) - len(self.refused)} rules")
+            parts.append(f"kernel audit, {len(self.audit_rules()) - len(self.refused)} rules")
         return "; ".join(parts)
 
     def _summary(self) -> None:
@@ -338,7 +492,8 @@ class Session:
         log = f", log {lost['log']}" if self.sink is not None and self.sink.log else ""
         notice(f"{sum(self.written.values())} events (ebpf {self.written['ebpf']}, audit "
                f"{self.written['audit']}); lost: ebpf {lost['ebpf']}, audit {lost['audit']}"
-               + log)
+               + log + "".join(f", {k} {n}" for k, n in lost.items()
+                               if k not in ("ebpf", "audit", "log")))
 
 
 LOSS_TYPE = audit_records.LOSS_TYPE

@@ -48,14 +48,20 @@ class Sink:
     def write(self, ev: Event) -> int:
         return self.write_many([ev])
 
-    def write_many(self, events: list[Event]) -> int:
-        """The events, formatted, in one write. Returns how many were written: all of them
-        on stdout; to a log, the first ones that it could take (the rest are lost)."""
-        fmt = self.format
+    def render(self, events: list[Event],
+               fmt: Callable[[Event], str | bytes] | None = None) -> list[bytes]:
+        """Each event's text in the sink's format (or `fmt`), without its final newline."""
+        fmt = fmt or self.format
         parts = [fmt(ev) for ev in events]
         if parts and not isinstance(parts[0], bytes):
             # interpreted text may carry undecodable bytes of the traced programs: keep them
             parts = [p.encode(errors="surrogateescape") for p in parts]
+        return parts
+
+    def write_many(self, events: list[Event]) -> int:
+        """The events, formatted, in one write. Returns how many were written: all of them
+        on stdout; to a log, the first ones that it could take (the rest are lost)."""
+        parts = self.render(events)
         if self.log is not None:
             n = self.log.append(parts)
         else:

@@ -42,7 +42,7 @@ def test_events_the_log_refused_are_its_loss_and_a_refused_loss_record_is_told_a
             return 3
 
     s = Session(None, Options())
-    s.program = Program()
+    s.parts[0].program = Program()
     try:
         # the program's 3, reported in the stream beside 5 traced events
         s.lost_reported["ebpf"] = 3

@@ -248,6 +248,70 @@ class AuditSource:
         if os.environ.get(STOP_AFTER_FIRST_RULE) and len(self._added) == 1:
             os.kill(os.getpid(), signal.SIGSTOP)
 
+    def update(self, steps: list[tuple[str, Rule]], rules: list[Rule],
+               on_refused: Callable[[Rule, AuditError], bool] | None = None) -> None:
+        """Change the rules of an open source in place (the daemon's reload): each step in
+        order, `add` a rule, `move` one (taken out, then added again at the end of its
+        list, for the kernel's first-match order), `remove` one; `rules` is the set once
+        done. A rule left unchanged is never touched. Journaled as at open. A rule the
+        kernel refuses raises AuditError with the rules this update added taken out again,
+        unless `on_refused` says to go on."""
+        assert self._ctl is not None
+        saved, self.on_refused = self.on_refused, on_refused or self.on_refused
+        try:
+            with _signals_deferred(), journal.locked() as ok:
+                j = journal.load() if ok else journal.Journal()
+
+                def write() -> None:
+                    if ok:
+                        journal.save(j)
+
+                j.hold(self._user)
+                added: list[Rule] = []
+                try:
+                    for op, rule in steps:
+                        if op in ("move", "remove"):
+                            self._drop(rule, j, write)
+                        if op in ("add", "move"):
+                            before = len(self._added)
+                            self._add(rule, self._ctl.list_rules(), j, write)
+                            if len(self._added) > before:
+                                added.append(rule)
+                except BaseException:
+                    for rule in reversed(added):
+                        with suppress(AuditError):
+                            self._drop(rule, j, write)
+                    raise
+                finally:
+                    write()
+        finally:
+            self.on_refused = saved
+        self.rules = list(rules)
+
+    def _drop(self, rule: Rule, j: journal.Journal, write: Callable[[], None]) -> None:
+        """Take out a rule this source added: from the kernel when no other live run holds
+        it. The journal first says nobody holds it, so a crash in between leaves it due."""
+        assert self._ctl is not None
+        if rule not in self._added:
+            return                  # it was there before us: never ours to take out
+        self._added.remove(rule)
+        held = j.rules.get(str(rule))
+        if held is not None:
+            with suppress(ValueError):
+                held.holders.remove(self._user)
+            live = j.live()
+            if any(h in live for h in held.holders):
+                write()
+                return
+        write()
+        try:
+            self._ctl.del_rule(rule)
+        except AuditError as e:
+            if e.errno != errno.ENOENT:
+                raise
+        j.rules.pop(str(rule), None)
+        write()
+
     def close(self) -> None:
         """Remove our rules, restore `enabled`, close sockets. Idempotent, never raises."""
         with _signals_deferred():

@@ -281,6 +281,20 @@ class Program:
                 continue
         return total
 
+    def detach(self) -> None:
+        """Stop the program's hooks, keeping its maps and buffer: what it sent before can
+        still be read (a reload's outgoing program, drained after its successor attached)."""
+        bpf = self.bpf
+        for fds, detach in ((bpf.kprobe_fds, bpf.detach_kprobe_event),
+                            (bpf.uprobe_fds, bpf.detach_uprobe_event),
+                            (bpf.tracepoint_fds, bpf.detach_tracepoint),
+                            (bpf.raw_tracepoint_fds, bpf.detach_raw_tracepoint),
+                            (bpf.kfunc_entry_fds, bpf.detach_kfunc),
+                            (bpf.kfunc_exit_fds, bpf.detach_kretfunc),
+                            (bpf.lsm_fds, bpf.detach_lsm)):
+            for name in list(fds):
+                detach(name)
+
     def close(self) -> None:
         bpf = getattr(self, "bpf", None)
         if bpf is not None:

@@ -1,0 +1,1 @@
+"""`audtrace daemon`: audtrace as a service (tracer/daemon/service.py)."""
