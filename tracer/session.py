@@ -90,7 +90,7 @@ class Subcommand:
     # called after every poll with (program, final); final once, before the programs go:
     # for subcommands that aggregate in BPF maps and report from them
     tick: Callable[[probes.Program, bool], None] | None = None
-    mechanism: str = "eBPF tracepoints"
+    mechanism: str = "eBPF"
     # kernel audit runs for audit_rules whatever --source says (rules eBPF cannot express)
     audit_always: bool = False
     # called once every source is live (`audtrace trace` lets its command run then)
@@ -327,8 +327,9 @@ class Session:
         parts = [f"source {self.opts.source}"]
         if self.program is not None:
             layout = self.program.layout
-            parts.append(f"{self.sub.mechanism}, offsets from {probes.mechanism(layout)}, "
-                         f"{self.program.output()}")
+            hooked = self.program.hooked()
+            parts.append(f"{self.sub.mechanism}, {hooked + ', ' if hooked else ''}offsets from "
+                         f"{probes.mechanism(layout)}, {self.program.output()}")
         if self.audit is not None:
             parts.append(f"kernel audit, {len(self.sub.audit_rules) - len(self.refused)} rules")
         return "; ".join(parts)

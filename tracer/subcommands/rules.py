@@ -26,7 +26,7 @@ from audtrace.compat import tables
 from audtrace.compat.record import Event
 from audtrace.tracer import declare, options
 from audtrace.tracer.audit.netlink import AuditError
-from audtrace.tracer.ebpf import features, rule_filter
+from audtrace.tracer.ebpf import rule_filter
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.records import event_of, proctitle_record, syscall_record
@@ -37,16 +37,6 @@ _SETTINGS = {"enabled": "-e", "failure": "-f", "backlog_limit": "-b", "rate_limi
              "backlog_wait_time": "--backlog_wait_time"}
 _STATUS = ("enabled", "failure", "pid", "rate_limit", "backlog_limit", "lost", "backlog",
            "backlog_wait_time", "backlog_wait_time_actual")
-# more syscalls than this: raw_syscalls rather than one tracepoint pair each. Measured here:
-# attaching 332 pairs costs ~0.5 s more than raw_syscalls, but detaching them ~49 s (against
-# 0.2 s), ~70 ms a pair
-RAW_ABOVE = 32
-_COMPAT = {  # machine -> (layout member, bit): where a task shows it is in a 32-bit syscall
-    "x86_64": ("OFF_TI_STATUS", 0x2),        # TS_COMPAT
-    "aarch64": ("OFF_TI_FLAGS", 1 << 22),    # TIF_32BIT
-}
-
-
 @dataclass
 class RuleDetail:
     rule: int            # the deciding eBPF rule, 1-based
@@ -54,8 +44,8 @@ class RuleDetail:
 
 
 def spec_for(plan: rule_filter.Plan, trace_tree: list[int] | None = None) -> ProgramSpec:
-    """bpf/rules.c with the plan's filters. The syscalls' own tracepoints when they are few
-    and all exist, else raw_syscalls (every syscall; 32-bit calls skipped in the kernel)."""
+    """bpf/rules.c with the plan's filters, on the syscalls the eBPF rules name (every
+    syscall when one names none; the hooks are chosen when the program loads)."""
     host = tables.host_arch()
     defines: dict[str, int | str] = {}
     for name in rule_filter.NO_RETURN:
@@ -65,20 +55,13 @@ def spec_for(plan: rule_filter.Plan, trace_tree: list[int] | None = None) -> Pro
         defines["RULES_NEED_EXE"] = 1
     nrs = rule_filter.syscall_union(plan)
     names = sorted(n for nr in (nrs or ()) if (n := tables.syscall_name(host, nr)))
-    raw = (nrs is None or len(names) != len(nrs) or len(names) > RAW_ABOVE
-           or (bool(names) and not features.tracepoints_exist(names)))
-    if raw:
-        defines["RAW_SYSCALLS"] = 1
-        machine = tables.arch_name(host) or ""
-        if machine in _COMPAT:
-            member, bit = _COMPAT[machine]
-            defines["COMPAT_OFF"] = member
-            defines["COMPAT_MASK"] = bit
-        names = []
+    # a number without a name has no tracepoint to name: every syscall, the filter decides
+    every = nrs is None or len(names) != len(nrs)
     if trace_tree is not None:
         defines["TRACE_TREE"] = 1
-    return declare.program("rules.c", names, defines, maps={"traced": list(trace_tree or [])},
-                           generated=rule_filter.c_source(plan, host))
+    return declare.program("rules.c", [] if every else names, defines,
+                           maps={"traced": list(trace_tree or [])},
+                           generated=rule_filter.c_source(plan, host), every_syscall=every)
 
 
 def decoder(d: Decoder, buf: bytes) -> SyscallEvent:
