@@ -119,11 +119,14 @@ class RateCount:
 
 
 def choose(numbers: set[int] | None, missing: list[str], layout: Layout,
-           rate: RateCount | None) -> Hooks:
+           rate: RateCount | None, need_raw: str = "") -> Hooks:
     """The hooks for a request: its native syscall numbers (None: every syscall), the
-    traced syscalls this kernel has no tracepoint for, and the machine's calls counted."""
+    traced syscalls this kernel has no tracepoint for, and the machine's calls counted.
+    `need_raw`: why the request needs raw hooks whatever they cost (32-bit calls)."""
     no_raw = raw_possible(layout)
     forced = os.environ.get(FORCE_ENV, "")
+    if need_raw and not no_raw:
+        return Hooks(RAW, need_raw)
     if forced in (TRACEPOINTS, RAW):
         if forced == RAW and no_raw:
             return Hooks(TRACEPOINTS, f"{FORCE_ENV}=raw refused: {no_raw}")

@@ -45,6 +45,8 @@ class ProgramSpec:
     generated: str = ""
     # the request traces every syscall (rules without -S): raw hooks only
     every_syscall: bool = False
+    # why the request needs raw hooks whatever they cost ("": it does not)
+    need_raw: str = ""
 
 
 class ProbeError(Exception):
@@ -189,7 +191,8 @@ class Program:
                 try:
                     self.bpf = BPF(text=text.encode(), cflags=["-w"])
                     if self.hooks is None and hookable:
-                        self.hooks = hooks.choose(numbers, self.missing, layout, rate)
+                        self.hooks = hooks.choose(numbers, self.missing, layout, rate,
+                                                  spec.need_raw)
                     self._attach(tracefs)
                     break
                 except Exception as e:  # BCC raises bare Exception for compile/load errors

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import platform
 import sys
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ from audtrace.compat import tables
 from audtrace.compat.record import Event
 from audtrace.tracer import declare, options
 from audtrace.tracer.audit.netlink import AuditError
-from audtrace.tracer.ebpf import rule_filter
+from audtrace.tracer.ebpf import hooks, layout, rule_filter
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.records import event_of, proctitle_record, syscall_record
@@ -57,11 +58,35 @@ def spec_for(plan: rule_filter.Plan, trace_tree: list[int] | None = None) -> Pro
     names = sorted(n for nr in (nrs or ()) if (n := tables.syscall_name(host, nr)))
     # a number without a name has no tracepoint to name: every syscall, the filter decides
     every = nrs is None or len(names) != len(nrs)
+    need_raw = ""
+    if plan.compat:
+        # 32-bit calls reach only the raw hooks, which test their numbers too
+        b32 = plan.arches[1]
+        defines["RULES_COMPAT"] = 1
+        for name in rule_filter.NO_RETURN:
+            nr = tables.syscall_number(b32, name)
+            defines[f"NR32_{name.upper()}"] = -1 if nr is None else nr
+        native, compat = rule_filter.traced_numbers(plan)
+        both = None if native is None or compat is None else native | compat
+        defines["TRACED_NR(nr)"] = hooks.traced_nr_macro(both)
+        need_raw = "32-bit rules run in eBPF: only raw tracepoints see 32-bit calls"
     if trace_tree is not None:
         defines["TRACE_TREE"] = 1
     return declare.program("rules.c", [] if every else names, defines,
                            maps={"traced": list(trace_tree or [])},
-                           generated=rule_filter.c_source(plan, host), every_syscall=every)
+                           generated=rule_filter.c_source(plan, host), every_syscall=every,
+                           need_raw=need_raw)
+
+
+def compat_in_ebpf() -> str | None:
+    """None when 32-bit rules can run in eBPF on this machine (raw hooks, with the 32-bit
+    argument registers known), else why not (their rules then run in kernel audit)."""
+    machine = platform.machine()
+    if machine not in layout.COMPAT_REGS or machine not in hooks.COMPAT:
+        return f"32-bit syscalls are not traced in eBPF on {machine}"
+    if os.environ.get(hooks.FORCE_ENV) == hooks.TRACEPOINTS:
+        return f"32-bit syscalls do not reach the syscall tracepoints ({hooks.FORCE_ENV})"
+    return None
 
 
 def decoder(d: Decoder, buf: bytes) -> SyscallEvent:
@@ -69,6 +94,8 @@ def decoder(d: Decoder, buf: bytes) -> SyscallEvent:
     ev = d.syscall(h, who)
     x = d.codec("family_extra").unpack_from(extra)
     ev.detail = RuleDetail(x.rule, bool(x.returned))
+    if x.compat:
+        ev.arch = R.machine_arches(d.arch)[1]
     return ev
 
 
@@ -247,7 +274,9 @@ def command(files, explain, auditctl, **common) -> None:
         sys.exit(0)
     if not rules:
         raise click.UsageError("no rules: give -R FILE or auditctl rule options (-a, -w)")
-    plan = rule_filter.plan(rules, ebpf=common["source"] != "audit")
+    no_compat = compat_in_ebpf()
+    plan = rule_filter.plan(rules, ebpf=common["source"] != "audit", compat=no_compat is None,
+                            no_compat=no_compat or "")
     if explain:
         click.echo("\n".join(rule_filter.explain(plan)))
         sys.exit(0)
