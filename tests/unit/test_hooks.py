@@ -100,3 +100,9 @@ def test_share_of_the_calls_counted():
     assert syscall_rate.share(counts, {3, 7}) == (0.7, 100)
     assert syscall_rate.share(counts, None) == (1.0, 100)
     assert syscall_rate.share([0] * 10, {3}) == (0.0, 0)
+
+
+def test_a_request_that_needs_raw_hooks_gets_them(monkeypatch):
+    monkeypatch.delenv(hooks.FORCE_ENV, raising=False)
+    got = hooks.choose({62}, [], LAYOUT, Rate(0.0), need_raw="32-bit rules run in eBPF")
+    assert (got.kind, got.why) == (hooks.RAW, "32-bit rules run in eBPF")
