@@ -86,12 +86,12 @@ static __always_inline int emit(void *ctx, void *data, u32 size)
  * returns on an array load the verifier inlines, before the per-thread lookup, a helper
  * call. A count left high (a thread that never came back) costs later exits only that
  * lookup, never a wrong event. */
-BPF_ARRAY(parked, u64, 1);
+BPF_ARRAY(parked_calls, u64, 1);
 
 static __always_inline int none_parked(void)
 {
 	u32 zero = 0;
-	u64 *n = parked.lookup(&zero);
+	u64 *n = parked_calls.lookup(&zero);
 
 	return !n || *n == 0;
 }
@@ -109,7 +109,7 @@ static __always_inline void park(struct syscall_event *ev)
 			drops.increment(0);
 		return;
 	}
-	n = parked.lookup(&zero);
+	n = parked_calls.lookup(&zero);
 	if (n)
 		__sync_fetch_and_add(n, 1);
 }
@@ -121,7 +121,7 @@ static __always_inline void unpark(u32 tid)
 
 	if (inflight.delete(&tid) != 0)
 		return;
-	n = parked.lookup(&zero);
+	n = parked_calls.lookup(&zero);
 	if (n)
 		__sync_fetch_and_add(n, -1);
 }
