@@ -116,35 +116,36 @@ static __always_inline int no_return(s32 nr, u32 compat)
 	return nr == NR_EXIT || nr == NR_EXIT_GROUP;
 }
 
+/* A call no rule wants costs the number and argument tests only: no helper call before
+ * them (the compat state is read first only where 32-bit rules need it to pick registers) */
 static __always_inline int call_enter(void *ctx, const struct sc_call *c)
 {
-	u64 pid_tgid = bpf_get_current_pid_tgid();
-	u32 tid = (u32)pid_tgid;
-	u32 zero = 0, compat;
+	u32 zero = 0, compat = 0;
 	s32 nr = c->nr;
 	struct syscall_event *ev;
 
 #ifdef TRACE_TREE
 	{
-		u32 tgid = pid_tgid >> 32;
+		u32 tgid = bpf_get_current_pid_tgid() >> 32;
 
 		if (!traced.lookup(&tgid))
 			return 0;
 	}
 #endif
+#ifdef RULES_COMPAT
 	compat = call_compat(c);
-#ifndef RULES_COMPAT
-	if (compat)
-		return 0;
-#endif
 	if (!rules_enter(nr, compat, c))
 		return 0;
+#else
+	if (!rules_enter(nr, 0, c) || call_compat(c))
+		return 0;
+#endif
 	ev = scratch.lookup(&zero);
 	if (!ev)
 		return 0;
 	ev->ktime = now();
 	ev->kind = EV_SYSCALL;
-	ev->tid = tid;
+	ev->tid = (u32)bpf_get_current_pid_tgid();
 	ev->nr = nr;
 	ev->ret = 0;
 	call_capture_args(ev->args, c, compat);
