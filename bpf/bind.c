@@ -54,7 +54,7 @@ static __always_inline u32 netns_of(void *task)
 }
 
 /* audtrace's own binds (netlink sockets of its sock_diag lookups) are not reported */
-static __always_inline int family_want(int nr, const u64 *a)
+static __always_inline int family_want(int nr, const struct sc_call *c)
 {
 	return nr == NR_BIND && (bpf_get_current_pid_tgid() >> 32) != SELF_TGID;
 }
@@ -72,11 +72,11 @@ static __always_inline int addr_wanted(struct family_extra *x)
 	return ADDR_WANTED(x->family, w);
 }
 
-static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
+static __always_inline int family_enter(struct syscall_event *ev)
 {
 	struct family_extra *x = &ev->extra;
 	void *task = (void *)bpf_get_current_task();
-	u64 len = a[2];
+	u64 len = ev->args[2];
 	int inet;
 
 	x->addrlen = (u32)len;
@@ -92,7 +92,7 @@ static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
 #else
 	x->audit_ctx = 0;
 #endif
-	x->saddr_len = copy_sockaddr(x->saddr, len, (void *)a[1]);
+	x->saddr_len = copy_sockaddr(x->saddr, len, (void *)ev->args[1]);
 	if (x->saddr_len >= 2)
 		x->family = *(u16 *)x->saddr;
 	inet = (x->family == AF_INET && x->saddr_len >= 8) ||

@@ -27,15 +27,16 @@ struct family_extra {
 
 #include "syscall_event.h"
 
-static __always_inline int family_want(int nr, const u64 *a)
+static __always_inline int family_want(int nr, const struct sc_call *c)
 {
+	/* adjtimex's record holds one argument: ioctl's request is copied, for ioctl alone */
 	if (nr == NR_IOCTL)
-		return (u32)a[1] == RTC_SET_TIME;
+		return (u32)call_arg(c, 1) == RTC_SET_TIME;
 	return nr == NR_CLOCK_SETTIME || nr == NR_SETTIMEOFDAY || nr == NR_ADJTIMEX ||
 	       nr == NR_CLOCK_ADJTIME;
 }
 
-static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
+static __always_inline int family_enter(struct syscall_event *ev)
 {
 	struct family_extra *x = &ev->extra;
 	s64 t[2] = {};

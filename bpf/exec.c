@@ -36,14 +36,13 @@ struct exec_extra {
 
 BPF_ARRAY(exec_out, struct exec_extra, MAX_CPUS);
 
-static __always_inline int family_want(int nr, const u64 *a)
+static __always_inline int family_want(int nr, const struct sc_call *c)
 {
 	return nr == NR_EXECVE || nr == NR_EXECVEAT;
 }
 
-static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
+static __always_inline int family_enter(struct syscall_event *ev)
 {
-	/* from the parked copy: a variable index into the stack array a[] is refused */
 	const char *name = (const char *)(ev->nr == NR_EXECVEAT ? ev->args[1] : ev->args[0]);
 
 	ev->extra.filename[0] = 0;

@@ -42,14 +42,14 @@ static __always_inline int exe_wanted(void *task)
 	return exe.ino == EXE_INO && exe.dev == EXE_DEV;
 }
 
-static __always_inline int family_want(int nr, const u64 *a)
+static __always_inline int family_want(int nr, const struct sc_call *c)
 {
 	if (nr != NR_EXIT && nr != NR_EXIT_GROUP)
 		return 0;
-	return !FILTER_CODE || a[0] == EXIT_CODE;
+	return !FILTER_CODE || call_arg(c, 0) == EXIT_CODE;
 }
 
-static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
+static __always_inline int family_enter(struct syscall_event *ev)
 {
 	__builtin_memset(&ev->extra, 0, sizeof(ev->extra));
 	return exe_wanted((void *)bpf_get_current_task());
@@ -88,13 +88,13 @@ TRACEPOINT_PROBE(sched, sched_process_exit)
 	u32 tid = (u32)pid_tgid, tgid = pid_tgid >> 32;
 	void *task = (void *)bpf_get_current_task();
 	s32 code = (s32)read_u32(task, OFF_TASK_EXIT_CODE);
-	struct syscall_event *ev = inflight.lookup(&tid);
+	struct syscall_event *ev = none_parked() ? 0 : inflight.lookup(&tid);
 
 	if (ev) {
 		ev->extra.exit_code = code;
 		ev->extra.group_dead = GROUP_DEAD(args, task);
 		submit(args, ev);
-		inflight.delete(&tid);
+		unpark(tid);
 		return 0;
 	}
 	/* a plain end of one thread, or a death by signal seen on each thread: report the

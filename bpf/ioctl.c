@@ -25,21 +25,22 @@ struct file_key {
 BPF_HASH(filter_request, u32, u8, 64);
 BPF_HASH(filter_file, struct file_key, u8, 16);
 
-static __always_inline int family_want(int nr, const u64 *a)
+static __always_inline int family_want(int nr, const struct sc_call *c)
 {
-	u32 req = (u32)a[1];
+	u32 req;
 
 	if (nr != NR_IOCTL)
 		return 0;
+	req = (u32)call_arg(c, 1);
 	return !FILTER_REQUEST || filter_request.lookup(&req);
 }
 
-static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
+static __always_inline int family_enter(struct syscall_event *ev)
 {
 	struct file_info *fi = &ev->extra.file;
 	struct file_key key = {};
 
-	capture_file(fi, fd_file((void *)bpf_get_current_task(), (s64)(s32)a[0]));
+	capture_file(fi, fd_file((void *)bpf_get_current_task(), (s64)(s32)ev->args[0]));
 	if (!FILTER_FILE)
 		return 1;
 	if (!fi->present)

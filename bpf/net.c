@@ -33,7 +33,7 @@ struct addr_key {
 BPF_HASH(filter_port, u32, u8, 64);
 BPF_HASH(filter_addr, struct addr_key, u8, 64);
 
-static __always_inline int family_want(int nr, const u64 *a)
+static __always_inline int family_want(int nr, const struct sc_call *c)
 {
 	return nr == NR_CONNECT || nr == NR_ACCEPT || nr == NR_ACCEPT4;
 }
@@ -74,9 +74,10 @@ static __always_inline int addr_wanted(struct family_extra *x)
 	return filter_addr.lookup(&key) != 0;
 }
 
-static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
+static __always_inline int family_enter(struct syscall_event *ev)
 {
 	struct family_extra *x = &ev->extra;
+	const u64 *a = ev->args;
 
 	x->addr_ptr = a[1];
 	x->len_ptr = a[2];

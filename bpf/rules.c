@@ -9,15 +9,18 @@
  * exit and exit_group never return: judged at entry with no result, as audit writes them
  * (no success=, no exit=).
  *
- * Attached to the syscalls:sys_enter_X/sys_exit_X tracepoints of the rules' syscalls, or
- * (RAW_SYSCALLS) to raw_syscalls:sys_enter/sys_exit for every syscall; those also fire for
- * 32-bit (compat) calls, which are skipped here: 32-bit rules run in kernel audit.
+ * Hooked as every family is (syscall_hooks.h). On raw tracepoints 32-bit (compat) calls come
+ * through too, with their own numbers and argument registers: with RULES_COMPAT the rules
+ * test the ABI themselves (`-F arch=b32`, or no -F arch: the same numbers in both), else
+ * they are skipped here and 32-bit rules run in kernel audit.
  * TRACE_TREE: only the tasks of the traced process tree (`audtrace trace`); a fork of a
  * traced process adds the child, in the kernel, before the child can run.
  */
 struct family_extra {
 	u32 rule;               /* the deciding rule's number (1-based) in user space's table */
 	u32 returned;           /* 0 for exit/exit_group: no result */
+	u32 compat;             /* a 32-bit call: numbers and arguments of the 32-bit ABI */
+	u32 pad;
 };
 
 #include "syscall_event.h"
@@ -56,6 +59,19 @@ static __always_inline int in_groups(u32 gid)
 	return 0;
 }
 
+/* exit/exit_group of the 32-bit table: user space defines them with RULES_COMPAT */
+#ifndef NR32_EXIT
+#define NR32_EXIT -1
+#define NR32_EXIT_GROUP -1
+#endif
+
+/* argument i (a constant) for the rules' tests at entry: rules_enter() reads one only where
+ * a rule's syscall test passed, so a call no rule wants costs no read */
+static __always_inline u64 rule_arg(const struct sc_call *c, u32 compat, const int i)
+{
+	return compat ? compat_arg(c, i) : call_arg(c, i);
+}
+
 @GENERATED@
 
 /* audit's return_code: the kernel-internal restart codes are written as -EINTR */
@@ -82,7 +98,7 @@ static __always_inline void judge(void *ctx, struct syscall_event *ev, int retur
 #ifdef RULES_NEED_EXE
 	exe_identity(&exe, task);
 #endif
-	rule = rules_match(ev->nr, ev->args, &ev->id, ret, valid, &exe);
+	rule = rules_match(ev->nr, ev->extra.compat, ev->args, &ev->id, ret, valid, &exe);
 	if (rule <= 0)
 		return;
 	ev->ret = ret;
@@ -93,86 +109,75 @@ static __always_inline void judge(void *ctx, struct syscall_event *ev, int retur
 	submit(ctx, ev);
 }
 
-static __always_inline int rules_on_enter(void *ctx, s32 nr, const u64 *args)
+static __always_inline int no_return(s32 nr, u32 compat)
 {
-	u64 a[6] = {};
-	u64 pid_tgid = bpf_get_current_pid_tgid();
-	u32 tid = (u32)pid_tgid;
-	u32 zero = 0;
+	if (compat)
+		return nr == NR32_EXIT || nr == NR32_EXIT_GROUP;
+	return nr == NR_EXIT || nr == NR_EXIT_GROUP;
+}
+
+/* A call no rule wants costs the number and argument tests only: no helper call before
+ * them (the compat state is read first only where 32-bit rules need it to pick registers) */
+static __always_inline int call_enter(void *ctx, const struct sc_call *c)
+{
+	u32 zero = 0, compat = 0;
+	s32 nr = c->nr;
 	struct syscall_event *ev;
 
-	/* one copy: the verifier allows no variable offsets into the context */
-	bpf_probe_read_kernel(a, sizeof(a), args);
 #ifdef TRACE_TREE
 	{
-		u32 tgid = pid_tgid >> 32;
+		u32 tgid = bpf_get_current_pid_tgid() >> 32;
 
 		if (!traced.lookup(&tgid))
 			return 0;
 	}
 #endif
-#ifdef COMPAT_OFF
-	if (read_u32((void *)bpf_get_current_task(), COMPAT_OFF) & COMPAT_MASK)
+#ifdef RULES_COMPAT
+	compat = call_compat(c);
+	if (!rules_enter(nr, compat, c))
+		return 0;
+#else
+	if (!rules_enter(nr, 0, c) || call_compat(c))
 		return 0;
 #endif
-	if (!rules_enter(nr, a))
-		return 0;
 	ev = scratch.lookup(&zero);
 	if (!ev)
 		return 0;
 	ev->ktime = now();
 	ev->kind = EV_SYSCALL;
-	ev->tid = tid;
+	ev->tid = (u32)bpf_get_current_pid_tgid();
 	ev->nr = nr;
 	ev->ret = 0;
-	capture_args(ev->args, a, nr, syscall_nargs(nr));
+	call_capture_args(ev->args, c, compat);
 	ev->extra.rule = 0;
 	ev->extra.returned = 1;
-	if (nr == NR_EXIT || nr == NR_EXIT_GROUP) {
+	ev->extra.compat = compat;
+	if (no_return(nr, compat)) {
 		judge(ctx, ev, 0);
 		return 0;
 	}
-	if (inflight.update(&tid, ev) != 0)
-		drops.increment(0);
+	park(ev);
 	return 0;
 }
 
-static __always_inline int rules_on_exit(void *ctx, s64 ret)
+static __always_inline int call_exit(void *ctx, s64 ret)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct syscall_event *ev = inflight.lookup(&tid);
+	u32 tid;
+	struct syscall_event *ev;
 
+	if (none_parked())
+		return 0;
+	tid = (u32)bpf_get_current_pid_tgid();
+	ev = inflight.lookup(&tid);
 	if (!ev)
 		return 0;
 	ev->ret = ret;
 	judge(ctx, ev, 1);
-	inflight.delete(&tid);
+	unpark(tid);
 	return 0;
 }
 
-int on_sys_enter(struct sys_enter_ctx *ctx)
-{
-	return rules_on_enter(ctx, ctx->nr, ctx->args);
-}
-
-int on_sys_exit(struct sys_exit_ctx *ctx)
-{
-	return rules_on_exit(ctx, ctx->ret);
-}
-
-#ifdef RAW_SYSCALLS
-/* raw_syscalls records share the syscalls:* layout: the number (a long, read as its low
- * half) at offset 8, then the arguments or the result */
-TRACEPOINT_PROBE(raw_syscalls, sys_enter)
-{
-	return rules_on_enter(args, (s32)args->id, (const u64 *)args->args);
-}
-
-TRACEPOINT_PROBE(raw_syscalls, sys_exit)
-{
-	return rules_on_exit(args, args->ret);
-}
-#endif
+#include "syscall_hooks.h"
 
 #ifdef TRACE_TREE
 RAW_TRACEPOINT_PROBE(sched_process_fork)

@@ -52,9 +52,9 @@ static __always_inline int signal_wanted(s64 sig)
 	return (SIG_MASK >> sig) & 1;
 }
 
-static __always_inline s32 signal_of(int nr, const u64 *a)
+static __always_inline s32 signal_of(const struct syscall_event *ev)
 {
-	return signal_arg(nr) == 1 ? (s32)a[1] : (s32)a[2];
+	return signal_arg(ev->nr) == 1 ? (s32)ev->args[1] : (s32)ev->args[2];
 }
 
 /* The pid a syscall names as its target, when it names one (not pidfd_send_signal). */
@@ -93,20 +93,26 @@ static __always_inline int targets_wanted(const struct syscall_event *ev)
 	return pid_ok && comm_ok;
 }
 
-static __always_inline int family_want(int nr, const u64 *a)
+/* the signal argument only: kill's record holds two arguments, so a1 is a plain load and
+ * a2 (tgkill, rt_tgsigqueueinfo) a copy made for those two alone */
+static __always_inline int family_want(int nr, const struct sc_call *c)
 {
-	return signal_arg(nr) > 0 && signal_wanted(signal_of(nr, a));
+	int arg = signal_arg(nr);
+
+	if (arg < 0)
+		return 0;
+	return signal_wanted((s32)(arg == 1 ? call_arg(c, 1) : call_arg(c, 2)));
 }
 
-static __always_inline int family_enter(struct syscall_event *ev, const u64 *a)
+static __always_inline int family_enter(struct syscall_event *ev)
 {
-	ev->extra.sig = signal_of(ev->nr, a);
+	ev->extra.sig = signal_of(ev);
 	ev->extra.si_code = 0;
 	/* the caller's siginfo: a code >= 0 or SI_TKILL is refused before any lookup */
 	if (ev->nr == NR_RT_SIGQUEUEINFO)
-		bpf_probe_read_user(&ev->extra.si_code, 4, (void *)a[2] + OFF_SIGINFO_CODE);
+		bpf_probe_read_user(&ev->extra.si_code, 4, (void *)ev->args[2] + OFF_SIGINFO_CODE);
 	else if (ev->nr == NR_RT_TGSIGQUEUEINFO)
-		bpf_probe_read_user(&ev->extra.si_code, 4, (void *)a[3] + OFF_SIGINFO_CODE);
+		bpf_probe_read_user(&ev->extra.si_code, 4, (void *)ev->args[3] + OFF_SIGINFO_CODE);
 	ev->extra.result = 0;
 	ev->extra.group = 0;
 	ev->extra.ntargets = 0;
@@ -163,7 +169,7 @@ RAW_TRACEPOINT_PROBE(signal_generate)
 	void *info = (void *)ctx->args[1];
 	void *victim = (void *)ctx->args[2];
 	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct syscall_event *ev = inflight.lookup(&tid);
+	struct syscall_event *ev = none_parked() ? 0 : inflight.lookup(&tid);
 	s32 code = 0;
 
 	if (ev) {

@@ -3,8 +3,9 @@
  * A family's .c file defines `struct family_extra` (what it adds: targets, a sockaddr...),
  * includes this header, defines its hooks, then includes syscall_programs.h:
  *
- *   family_want(nr, a)        cheap test on the arguments, before anything is captured
- *   family_enter(ev, a)       fill ev->extra at entry; return 0 to drop
+ *   family_want(nr, call)     cheap test of the number and the arguments (call_arg(call, i),
+ *                             tracepoint.h), before anything is read or captured
+ *   family_enter(ev)          fill ev->extra at entry (ev->args holds a0..a3); 0 to drop
  *   family_exit(ctx, ev)      complete ev->extra at exit; return 0 to drop
  *
  * Sender filters (FILTER_PID/UID/COMM) and the identity capture are common.
@@ -80,6 +81,50 @@ static __always_inline int emit(void *ctx, void *data, u32 size)
 	return events.perf_submit(ctx, data, size);
 }
 #endif
+
+/* Calls parked in `inflight` (by park()), machine-wide. While there are none, sys_exit
+ * returns on an array load the verifier inlines, before the per-thread lookup, a helper
+ * call. A count left high (a thread that never came back) costs later exits only that
+ * lookup, never a wrong event. */
+BPF_ARRAY(parked_calls, u64, 1);
+
+static __always_inline int none_parked(void)
+{
+	u32 zero = 0;
+	u64 *n = parked_calls.lookup(&zero);
+
+	return !n || *n == 0;
+}
+
+/* The call waits for its exit in `inflight`, under its thread. */
+static __always_inline void park(struct syscall_event *ev)
+{
+	u32 zero = 0;
+	u64 *n;
+
+	if (inflight.insert(&ev->tid, ev) != 0) {
+		/* one left by a call that never returned takes the new one's place (counted
+		 * already); a full table refuses both */
+		if (inflight.update(&ev->tid, ev) != 0)
+			drops.increment(0);
+		return;
+	}
+	n = parked_calls.lookup(&zero);
+	if (n)
+		__sync_fetch_and_add(n, 1);
+}
+
+static __always_inline void unpark(u32 tid)
+{
+	u32 zero = 0;
+	u64 *n;
+
+	if (inflight.delete(&tid) != 0)
+		return;
+	n = parked_calls.lookup(&zero);
+	if (n)
+		__sync_fetch_and_add(n, -1);
+}
 
 BPF_HASH(filter_pid, u32, u8, 64);
 BPF_HASH(filter_uid, u32, u8, 64);

@@ -1,42 +1,53 @@
-/* The two programs every syscall family attaches to its sys_enter_* and sys_exit_*
- * tracepoints. Included last by a family's .c file, after its hooks (see syscall_event.h).
+/* The enter and exit every syscall family runs, whichever hook calls them
+ * (syscall_hooks.h). Included last by a family's .c file, after its hooks (see
+ * syscall_event.h).
  *
+ * A call the family does not want costs the number test and the arguments its filter reads
+ * (family_want), nothing else: no copy, no capture. At exit, while no call is parked, a
+ * program returns before any helper call (none_parked).
  * syscall_nargs(nr) comes from user space, read from the tracepoints' own formats.
  */
 
-int on_sys_enter(struct sys_enter_ctx *ctx)
+static __always_inline int call_enter(void *ctx, const struct sc_call *c)
 {
-	u64 a[6] = {};
 	struct syscall_event *ev;
 
-	/* one copy: the verifier allows no variable offsets into the context */
-	bpf_probe_read_kernel(a, sizeof(a), ctx->args);
-	if (!family_want(ctx->nr, a))
+	if (!family_want(c->nr, c))
+		return 0;
+	/* a 32-bit call of the same number (raw tracepoints only): not what was asked, as the
+	 * per-syscall tracepoints never see one; tested after the filter, so only candidates
+	 * pay for it */
+	if (call_compat(c))
 		return 0;
 	ev = capture_current();
 	if (!ev)
 		return 0;
 	ev->kind = EV_SYSCALL;
-	ev->nr = ctx->nr;
+	ev->nr = c->nr;
 	ev->ret = 0;
-	capture_args(ev->args, a, ctx->nr, syscall_nargs(ctx->nr));
-	if (!family_enter(ev, a))
+	call_capture_args(ev->args, c, 0);
+	if (!family_enter(ev))
 		return 0;
-	if (inflight.update(&ev->tid, ev) != 0)
-		drops.increment(0);
+	park(ev);
 	return 0;
 }
 
-int on_sys_exit(struct sys_exit_ctx *ctx)
+static __always_inline int call_exit(void *ctx, s64 ret)
 {
-	u32 tid = (u32)bpf_get_current_pid_tgid();
-	struct syscall_event *ev = inflight.lookup(&tid);
+	u32 tid;
+	struct syscall_event *ev;
 
+	if (none_parked())
+		return 0;
+	tid = (u32)bpf_get_current_pid_tgid();
+	ev = inflight.lookup(&tid);
 	if (!ev)
 		return 0;
-	ev->ret = ctx->ret;
+	ev->ret = ret;
 	if (family_exit(ctx, ev))
 		submit(ctx, ev);
-	inflight.delete(&tid);
+	unpark(tid);
 	return 0;
 }
+
+#include "syscall_hooks.h"

@@ -85,14 +85,16 @@ def checks() -> list[Check]:
 def mechanisms(by_name: dict[str, Check]) -> dict[str, str]:
     offsets = "BTF offsets" if by_name["BTF"].ok else "header offsets (no BTF)"
     return {
-        "kill": "tracepoints syscalls:sys_enter/exit_* + raw tracepoint signal_generate,"
-                f" {offsets}",
+        "kill": "tracepoints syscalls:sys_enter/exit_* or raw tracepoints sys_enter/exit"
+                " (chosen at start by the traced share of calls) + raw tracepoint"
+                f" signal_generate, {offsets}",
         "kill --source audit": "kernel audit rules over netlink, multicast group readlog"
         + ("" if by_name["kernel audit"].ok else " (unavailable)"),
         "latency --syscall": _syscall_latency(by_name) + " (+ raw tracepoint sched_switch"
                              " for exit/exit_group), histograms in BPF maps",
         "latency --function": _function_latency(by_name["fentry"], by_name["kprobes"]),
-        "bind": "tracepoints syscalls:sys_enter/exit_bind, sockaddr read in the kernel;"
+        "bind": "tracepoints syscalls:sys_enter/exit_bind or raw sys_enter/exit, sockaddr"
+                " read in the kernel;"
                 " conflicts by " + ("kprobes on the kernel's decision" if by_name["kprobes"].ok
                                     else "sock_diag after the failure (no kprobes)"),
     }

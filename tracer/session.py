@@ -94,7 +94,7 @@ class Subcommand:
     # called after every poll with (program, final); final once, before the programs go:
     # for subcommands that aggregate in BPF maps and report from them
     tick: Callable[[probes.Program, bool], None] | None = None
-    mechanism: str = "eBPF tracepoints"
+    mechanism: str = "eBPF"
     # kernel audit runs for audit_rules whatever --source says (rules eBPF cannot express)
     audit_always: bool = False
     # called once every source is live (`audtrace trace` lets its command run then)
@@ -471,15 +471,19 @@ class Session:
         return ", ".join(p.sub.name for p in self.parts)
 
     def describe(self) -> str:
+        def ebpf(part) -> str:
+            hooked = part.program.hooked()
+            return f"{part.sub.mechanism}, {hooked + ', ' if hooked else ''}{part.program.output()}"
+
         if len(self.parts) == 1:
             part = self.parts[0]
             parts = [f"source {part.source}"]
             if part.program is not None:
-                parts.append(f"{part.sub.mechanism}, offsets from "
-                             f"{probes.mechanism(self.layout)}, {part.program.output()}")
+                hooked = part.program.hooked()
+                parts.append(f"{part.sub.mechanism}, {hooked + ', ' if hooked else ''}offsets "
+                             f"from {probes.mechanism(self.layout)}, {part.program.output()}")
         else:
-            parts = [f"{p.sub.name}: source {p.source}"
-                     + (f", {p.sub.mechanism}, {p.program.output()}" if p.program else "")
+            parts = [f"{p.sub.name}: source {p.source}" + (f", {ebpf(p)}" if p.program else "")
                      for p in self.parts]
             if self.layout is not None:
                 parts.append(f"offsets from {probes.mechanism(self.layout)}")

@@ -1,11 +1,15 @@
 """audtrace's cost, side by side with kernel audit: `sudo ./tests/bench/run [--short]`.
 
-Four parts (see README.md, "Performance"):
+The parts (see README.md, "Performance"):
   overhead    ns per syscall of a C loop (getppid: untraced; kill(self, 0): traced, filter
               does not match; kill(self, SIGUSR2 ignored): traced, matches) under: nothing,
               `audtrace kill --sig 15,12`, the same rules in kernel audit with a real auditd
               logging to a file, `audtrace kill --sig 15,12 --source audit`; conditions
               interleaved (Williams design) and compared within each round;
+  hooks       the same ns per call for a request of one syscall (`rules -S kill`), six
+              (`kill`) and forty rare ones (`rules`), each on per-syscall tracepoints, on raw
+              tracepoints (AUDTRACE_HOOKS) and as audtrace chooses, beside one kernel audit
+              rule without auditd; the tracing lines say which hook each run took;
   throughput  a SIGUSR2 storm at rising rates from several senders to a target that ignores
               it, seen by audtrace (raw, json) and by auditd: highest rate kept with nothing
               lost, what was lost above it (counted by each tool, and checked against what
@@ -195,6 +199,91 @@ def overhead(loop: Path, work: Path, scale: Scale) -> dict:
         },
         "rules": rule_lines([15, 12], "bench"),
     }
+
+
+# ---- 1b. the syscall hooks, per request size -------------------------------------------------
+
+# a request traces one syscall, a few (kill's six) or many (forty, none of them hot), hooked by
+# per-syscall tracepoints or raw tracepoints (AUDTRACE_HOOKS), or as audtrace chooses; beside
+# one kernel audit rule alone (no auditd: the rule's own cost)
+# (each with a tracepoint of its own name: without one, audtrace takes the raw hooks)
+_RARE = ("kill", "tkill", "tgkill", "rt_sigqueueinfo", "rt_tgsigqueueinfo", "pidfd_send_signal",
+         "setuid", "setgid", "setreuid", "setregid", "setresuid", "setresgid", "setfsuid",
+         "setfsgid", "setgroups", "setsid", "setpgid", "chroot", "pivot_root", "mount",
+         "mlockall", "swapon", "swapoff", "reboot", "sethostname", "setdomainname", "acct",
+         "settimeofday", "adjtimex", "clock_settime", "setpriority", "sched_setparam",
+         "sched_setscheduler", "sched_setaffinity", "munlockall", "ptrace", "personality",
+         "unshare", "setns", "syslog")
+HOOK_REQUESTS = {
+    "rules1": ["rules", "-a", "always,exit", "-F", "arch=b64", "-S", "kill", "-F", "a1=12"],
+    "kill6": ["kill", "--sig", SIG_TRACED],
+    "rules40": ["rules", "-a", "always,exit", "-F", "arch=b64",
+                *[w for name in _RARE for w in ("-S", name)], "-F", "a1=12"],
+}
+HOOK_KINDS = ("tp", "raw", "auto")
+HOOK_CONDITIONS = ("none", "audit-rule", *(f"{r}-{k}" for r in HOOK_REQUESTS
+                                           for k in HOOK_KINDS))
+HOOK_MODES = ("getppid", "kill0")
+
+
+@contextlib.contextmanager
+def hook_condition(name: str, work: Path) -> Iterator[dict]:
+    seen: dict = {}
+    if name == "none":
+        yield seen
+        return
+    if name == "audit-rule":
+        with harness.audit_rules(["-a always,exit -F arch=b64 -S kill -F a1=12"]):
+            yield seen
+        return
+    request, kind = name.rsplit("-", 1)
+    env = {"tp": "tracepoints", "raw": "raw", "auto": None}[kind]
+    old = os.environ.pop("AUDTRACE_HOOKS", None)
+    if env:
+        os.environ["AUDTRACE_HOOKS"] = env
+    try:
+        with harness.audtrace(HOOK_REQUESTS[request], work / f"{name}.log") as tr:
+            seen["tracing"] = next((ln for ln in tr.stderr if ln.startswith("audtrace: tracing")),
+                                   "")
+            yield seen
+    finally:
+        os.environ.pop("AUDTRACE_HOOKS", None)
+        if old is not None:
+            os.environ["AUDTRACE_HOOKS"] = old
+
+
+def hooks(loop: Path, work: Path, scale: Scale) -> dict:
+    """Added ns per untraced (getppid) and traced unmatched (kill(self, 0)) call, for each
+    request size and hook, against one audit rule: ratios within each round."""
+    cpu: dict[str, list[dict[str, float]]] = {m: [] for m in HOOK_MODES}
+    lines: dict[str, str] = {}
+    sched = plan.schedule(HOOK_CONDITIONS, scale.rounds)
+    for i, order in enumerate(sched):
+        log(f"hooks round {i + 1}/{scale.rounds}: {' '.join(order)}")
+        per: dict[str, dict[str, float]] = {m: {} for m in HOOK_MODES}
+        for cond in order:
+            with hook_condition(cond, work) as seen:
+                for mode in HOOK_MODES:
+                    per[mode][cond] = time_calls(loop, mode, scale.calls, scale.reps)[1]
+            if seen.get("tracing"):
+                lines[cond] = seen["tracing"]
+            harness.settle()
+        for m in HOOK_MODES:
+            cpu[m].append(per[m])
+    return {
+        "conditions": list(HOOK_CONDITIONS),
+        "modes": list(HOOK_MODES),
+        "schedule": sched,
+        "rounds": cpu,
+        "summary": {m: _summary(cpu[m], HOOK_CONDITIONS) for m in HOOK_MODES},
+        "share_of_audit_added": {
+            m: {c: (plan.summarize(v).as_dict() if (v := plan.overhead_share(
+                cpu[m], "none", c, "audit-rule")) else None) for c in HOOK_CONDITIONS[2:]}
+            for m in HOOK_MODES},
+        "tracing_lines": lines,
+        "loadavg": os.getloadavg(),
+    }
+
 
 
 # ---- 2. event throughput ---------------------------------------------------------------------
@@ -690,6 +779,18 @@ def report(res: dict) -> str:
             + "\n  kill start-up by step (s): "
             + ", ".join(f"{k} {v:.3f}" for k, v in steps.items())
         )
+    if "hooks" in res and "summary" in res["hooks"]:
+        h = res["hooks"]
+        rows = [[c, *(h["summary"][m][c]["added_ns"]["median"] for m in h["modes"]),
+                 *((h["share_of_audit_added"][m].get(c) or {}).get("median")
+                   for m in h["modes"])]
+                for c in h["conditions"][1:]]
+        load = ", ".join(f"{x:.2f}" for x in h["loadavg"])
+        parts.append(
+            f"Syscall hooks by request size (CPU ns added; x audit's added), load {load}\n"
+            + plan.table(["condition", *(f"{m} +ns" for m in h["modes"]),
+                          *(f"{m} x audit" for m in h["modes"])], rows)
+            + "".join(f"\n  {c}: {ln}" for c, ln in h["tracing_lines"].items()))
     for key, title in (("latency", "Latency subcommand: getppid timed"),
                        ("latency_function", "Latency --function: getppid's kernel function")):
         if key not in res:
@@ -766,6 +867,16 @@ def targets(res: dict) -> list[dict]:
         s = res["overhead"]["summary"]["killsig"]
         a, b = s["audtrace"]["ratio"]["median"], s["auditd"]["ratio"]["median"]
         add("kill, matched: audtrace ratio < auditd's", a / b, a < b)
+    if "hooks" in res and "share_of_audit_added" in res["hooks"]:
+        sh = res["hooks"]["share_of_audit_added"]
+        for req in HOOK_REQUESTS:
+            g, k = sh["getppid"][f"{req}-auto"], sh["kill0"][f"{req}-auto"]
+            g = g["median"] if g else None
+            k = k["median"] if k else None
+            add(f"{req} (hooks as chosen), untraced: adds <= 0.5 x audit's", g,
+                None if g is None else g <= 0.5)
+            add(f"{req} (hooks as chosen), traced unmatched: adds < audit's", k,
+                None if k is None else k < 1)
     if "events" in res:
         us = res["events"]["us_per_event"]
         add("Python CPU per event, raw: <= 8 us", us["raw"], us["raw"] <= 8)
@@ -818,7 +929,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--only",
         action="append",
-        choices=("overhead", "throughput", "events", "burst", "startup", "latency",
+        choices=("overhead", "hooks", "throughput", "events", "burst", "startup", "latency",
                  "latency-function", "audit-cost"),
         help="run only these parts",
     )
@@ -830,8 +941,8 @@ def main(argv: list[str] | None = None) -> int:
     # too: a shell starting us in the background would have left it ignored)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.default_int_handler)
-    parts = args.only or ["overhead", "throughput", "events", "burst", "startup", "latency",
-                          "latency-function", "audit-cost"]
+    parts = args.only or ["overhead", "hooks", "throughput", "events", "burst", "startup",
+                          "latency", "latency-function", "audit-cost"]
     res: dict = {
         "meta": {
             "kernel": platform.release(),
@@ -843,7 +954,7 @@ def main(argv: list[str] | None = None) -> int:
         }
     }
     t0 = time.monotonic()
-    steps = {"overhead": overhead, "throughput": throughput, "events": events_cpu,
+    steps = {"overhead": overhead, "hooks": hooks, "throughput": throughput, "events": events_cpu,
              "burst": burst, "startup": startup, "latency": latency,
              "latency-function": latency_function, "audit-cost": audit_cost}
     with tempfile.TemporaryDirectory(prefix="audtrace-bench.") as tmp:

@@ -76,7 +76,14 @@ def test_short_run(tmp_path: Path) -> None:
         assert ac["audtrace"]["added_ns"]["mean"] > 0 and ac["loop"]["added_ns"]["median"] > 0
     else:
         assert "skipped" in lat
+    h = res["hooks"]  # every request size under each hook, and the hook chosen
+    for mode in h["modes"]:
+        assert set(h["summary"][mode]) == set(h["conditions"])
+    lines = h["tracing_lines"]
+    assert "via per-syscall tracepoints (AUDTRACE_HOOKS=tracepoints" in lines["kill6-tp"]
+    assert "via raw tracepoints sys_enter/sys_exit (AUDTRACE_HOOKS=raw" in lines["rules1-raw"]
+    assert "via raw tracepoints sys_enter/sys_exit (40 syscalls" in lines["rules40-auto"]
     assert res["targets"]
 
-    for title in ("Per-syscall cost", "Signal storm", "Start-up", "Targets"):
+    for title in ("Per-syscall cost", "Syscall hooks", "Signal storm", "Start-up", "Targets"):
         assert title in run.stdout, run.stdout

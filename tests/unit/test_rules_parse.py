@@ -291,6 +291,33 @@ def test_placement_and_first_match(tmp_path):
     assert "(id->egid != 4U && !in_groups(4U))" in g
 
 
+@x86_64_only
+def test_32_bit_rules_placed_in_ebpf_when_it_sees_32_bit_calls():
+    rules = [R.parse_line(t) for t in (
+        "-a always,exit -F arch=b32 -S kill -F a1=15 -k k32",
+        "-a always,exit -S connect -k any",
+        "-a always,exit -F arch=b64 -S kill -F a1=15 -k k64",
+    )]
+    b64, b32 = R.machine_arches()
+    off = F.plan(rules)
+    assert [pl.where for pl in off.placed] == ["audit", "ebpf+audit", "ebpf"]
+    assert not off.compat
+    on = F.plan(rules, compat=True)
+    assert [pl.where for pl in on.placed] == ["ebpf", "ebpf", "ebpf"]
+    assert on.audit == [] and on.compat and on.arches == (b64, b32)
+    native, compat = F.traced_numbers(on)
+    kill32, kill64 = tables.syscall_number(b32, "kill"), tables.syscall_number(b64, "kill")
+    connect = tables.syscall_number(b64, "connect")
+    assert native == {kill64, connect} and compat == {kill32, connect}
+    src = F.c_source(on)
+    # each rule tests the ABI; an argument is read after it, from that ABI's registers
+    assert (f"case {kill32}: _in = 1; }} _in; }}) && compat && "
+            "((u32)rule_arg(c, compat, 1)) == 15U") in src
+    assert (f"case {kill64}: _in = 1; }} _in; }}) && !compat && "
+            "((u32)rule_arg(c, compat, 1)) == 15U") in src
+    assert "rule_2(s32 nr, u32 compat, const u64 *a" in src
+
+
 def test_command_line_words_split_into_commands():
     from audtrace.tracer.subcommands.rules import command_line_commands
 

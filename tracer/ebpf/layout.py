@@ -113,6 +113,8 @@ REGS: dict[str, tuple[str, ...]] = {
     "x86_64": ("orig_ax", "di", "si", "dx", "r10"),
     "aarch64": ("syscallno", "orig_x0", "regs", "regs", "regs"),
 }
+# a 32-bit (ia32) call's a0..a3, as the kernel hands them to audit (syscall_get_arguments)
+COMPAT_REGS: dict[str, tuple[str, ...]] = {"x86_64": ("bx", "cx", "dx", "si")}
 HEADERS_INCLUDES = (
     "#include <linux/sched.h>\n#include <linux/sched/signal.h>\n#include <linux/cred.h>\n"
     "#include <linux/tty.h>\n#include <linux/fs.h>\n#include <linux/dcache.h>\n"
@@ -148,6 +150,8 @@ def _regs_from_btf(btf: BTF, machine: str) -> dict[str, int]:
     else:
         for i, name in enumerate(args):
             out[f"OFF_REGS_ARG{i}"] = btf.offset(f"pt_regs.{name}")
+    for i, name in enumerate(COMPAT_REGS.get(machine, ())):
+        out[f"OFF_REGS_COMPAT_ARG{i}"] = btf.offset(f"pt_regs.{name}")
     return out
 
 
@@ -175,11 +179,14 @@ def from_headers(machine: str | None = None) -> Layout:
     for macro, (_p, expr) in {**MEMBERS, **OPTIONAL}.items():
         defines[macro] = expr if expr.isdigit() else f"offsetof({expr})"
     defines.update({m: expr for m, (_p, expr) in SIZES.items()})
-    regs = HEADER_REGS.get(machine or platform.machine())
+    machine = machine or platform.machine()
+    regs = HEADER_REGS.get(machine)
     if regs:
         defines["OFF_REGS_NR"] = f"offsetof(struct pt_regs, {regs[0]})"
         for i, member in enumerate(regs[1:]):
             defines[f"OFF_REGS_ARG{i}"] = f"offsetof(struct pt_regs, {member})"
+    for i, member in enumerate(COMPAT_REGS.get(machine, ())):
+        defines[f"OFF_REGS_COMPAT_ARG{i}"] = f"offsetof(struct pt_regs, {member})"
     return Layout("headers", defines, HEADERS_INCLUDES)
 
 

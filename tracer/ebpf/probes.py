@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from audtrace.compat import tables
+from audtrace.tracer.ebpf import hooks
 from audtrace.tracer.ebpf.btf import BTF, BTFError
 from audtrace.tracer.ebpf.cstruct import Source
 from audtrace.tracer.ebpf.features import optional_features
@@ -42,6 +43,10 @@ class ProgramSpec:
     tracepoint_fields: dict[str, tuple[str, str]] = field(default_factory=dict)
     # C text generated for this run, put where the source has a line `@GENERATED@`
     generated: str = ""
+    # the request traces every syscall (rules without -S): raw hooks only
+    every_syscall: bool = False
+    # why the request needs raw hooks whatever they cost ("": it does not)
+    need_raw: str = ""
 
 
 class ProbeError(Exception):
@@ -114,6 +119,14 @@ def pow2_at_least(n: int) -> int:
     return 1 << max(n - 1, 0).bit_length()
 
 
+def traced_numbers(spec: ProgramSpec) -> set[int] | None:
+    """The request's native syscall numbers (None: every syscall)."""
+    if spec.every_syscall:
+        return None
+    arch = tables.host_arch()
+    return {nr for name in spec.syscalls if (nr := tables.syscall_number(arch, name)) is not None}
+
+
 def program_text(spec: ProgramSpec, layout: Layout, tracefs: Path,
                  buffer_bytes: int, features: list[str]) -> str:
     """The C text BCC compiles: the struct offsets, the syscall numbers and arities, the
@@ -127,6 +140,10 @@ def program_text(spec: ProgramSpec, layout: Layout, tracefs: Path,
         defines[f"NR_{name.upper()}"] = -1 if nr is None else nr
         if nr is not None:
             nargs[nr] = syscall_arity(tracefs, name)
+    # arguments every attached syscall's record holds: read with plain loads (tracepoint.h)
+    defines["TP_DIRECT_ARGS"] = min(nargs.values(), default=0)
+    defines["TRACED_NR(nr)"] = hooks.traced_nr_macro(traced_numbers(spec))
+    defines.update(hooks.compat_defines(layout))
     defines.update(spec.defines)
     for name, (event, member) in spec.tracepoint_fields.items():
         if member in (tracepoint_fields(tracefs, event) or ()):
@@ -155,20 +172,37 @@ class Program:
         self.spec = spec
         self.layout = layout
         self.missing: list[str] = []    # syscalls this kernel has no tracepoint for
+        self.hooks: hooks.Hooks | None = None
         self.perf_lost = 0              # what the perf buffer's lost records said, a cross-check
         self.pending: list[bytes] = []  # copied by the callback, taken by the session
         self.buffer_bytes = pow2_at_least(max(buffer_bytes, PAGE) // PAGE) * PAGE
         features = optional_features(layout)
-        while True:
-            text = program_text(spec, layout, tracefs, self.buffer_bytes, features)
-            try:
-                self.bpf = BPF(text=text.encode(), cflags=["-w"])
-                self._attach(tracefs)
-                break
-            except Exception as e:  # BCC raises bare Exception for compile/load errors
-                if not features:
-                    raise ProbeError(f"cannot load bpf/{spec.source}: {e}") from e
-                features.pop(0)
+        numbers = traced_numbers(spec)
+        self.missing = [n for n in spec.syscalls
+                        if not (tracefs / "events/syscalls" / f"sys_enter_{n}").is_dir()]
+        # a family built on syscall_hooks.h may be hooked either way: the machine's calls
+        # are counted while BCC compiles (a second or more), then the hooks are chosen
+        hookable = ((bool(spec.syscalls) or spec.every_syscall)
+                    and "int on_raw_sys_enter(" in expand_includes(spec.source))
+        rate = hooks.RateCount() if hookable else None
+        try:
+            while True:
+                text = program_text(spec, layout, tracefs, self.buffer_bytes, features)
+                try:
+                    self.bpf = BPF(text=text.encode(), cflags=["-w"])
+                    if self.hooks is None and hookable:
+                        self.hooks = hooks.choose(numbers, self.missing, layout, rate,
+                                                  spec.need_raw)
+                    self._attach(tracefs)
+                    break
+                except Exception as e:  # BCC raises bare Exception for compile/load errors
+                    if not features:
+                        raise ProbeError(f"cannot load bpf/{spec.source}: {e}") from e
+                    features.pop(0)
+                    self.close()
+        finally:
+            if rate is not None:
+                rate.close()
         self.features = features
         self.src = Source(text)
         self._fill_filters()
@@ -176,10 +210,17 @@ class Program:
     def _attach(self, tracefs: Path) -> None:
         if self.spec.extra_attach is not None:
             self.spec.extra_attach(self.bpf, tracefs)
+        if self.hooks is not None and self.hooks.kind == hooks.RAW:
+            why = hooks.raw_possible(self.layout)
+            if why:
+                raise ProbeError(f"raw syscall hooks are needed and not usable here: {why}")
+            self.bpf.attach_raw_tracepoint(tp="sys_enter", fn_name="on_raw_sys_enter")
+            self.bpf.attach_raw_tracepoint(tp="sys_exit", fn_name="on_raw_sys_exit")
+            self.missing = []
+            return
         attached = 0
         for name in self.spec.syscalls:
-            if not (tracefs / "events/syscalls" / f"sys_enter_{name}").is_dir():
-                self.missing.append(name)
+            if name in self.missing:
                 continue
             self.bpf.attach_tracepoint(tp=f"syscalls:sys_enter_{name}", fn_name=self.spec.enter_fn)
             self.bpf.attach_tracepoint(tp=f"syscalls:sys_exit_{name}", fn_name=self.spec.exit_fn)
@@ -205,6 +246,10 @@ class Program:
     @property
     def ring(self) -> bool:
         return "USE_RINGBUF" in self.features
+
+    def hooked(self) -> str:
+        """Where the syscall programs are hooked and why, for the tracing line."""
+        return self.hooks.describe() if self.hooks is not None else ""
 
     def output(self) -> str:
         """How events reach user space, for the tracing line."""

@@ -9,8 +9,12 @@ list between two engines must keep that, so placement walks the rules in order:
   kernel rule would win there, which eBPF cannot know);
 - otherwise it runs in kernel audit, preceded there by a `never` copy of each earlier
   eBPF rule it overlaps, so an event eBPF already reported is not reported twice;
-- a rule without `-F arch` also matches the 32-bit ABI's syscalls of the same numbers,
-  which the syscall tracepoints never see: that part runs in kernel audit (`-F arch=b32`).
+- 32-bit calls reach eBPF only through the raw tracepoints sys_enter/sys_exit, which tell
+  them apart by the task's compat state (`compat`: the program then runs on those). With
+  them, `-F arch=b32` rules run in eBPF as the others, and a rule without `-F arch` matches
+  the 32-bit calls of the same numbers there, as in the kernel. Without them, a 32-bit
+  rule runs in kernel audit, and so does the 32-bit part of a rule without `-F arch`
+  (`-F arch=b32`, the same numbers).
 
 The eBPF side is generated C (one function per rule, compiled with the program), not a
 table of comparisons walked by a loop: BCC compiles at start anyway, the compiler folds
@@ -51,6 +55,8 @@ _IDENTITY = {"pid": "id->pid", "ppid": "id->ppid", "uid": "id->uid", "euid": "id
              "sgid": "id->sgid", "fsgid": "id->fsgid", "auid": "id->auid",
              "sessionid": "id->ses"}
 _ARGS = {"a0": "(u32)a[0]", "a1": "(u32)a[1]", "a2": "(u32)a[2]", "a3": "(u32)a[3]"}
+# at sys_enter an argument is read only where a rule's syscall test passed (bpf/rules.c)
+_ENTER_ARGS = {f"a{i}": f"(u32)rule_arg(c, compat, {i})" for i in range(4)}
 _C_OPS = {"=": "==", "!=": "!=", "<": "<", ">": ">", "<=": "<=", ">=": ">="}
 _COMPARE_FIELDS = {10: ("uid", "auid"), 11: ("uid", "euid"), 12: ("uid", "fsuid"),
                    13: ("uid", "suid"), 14: ("auid", "fsuid"), 15: ("auid", "suid"),
@@ -77,6 +83,9 @@ class Plan:
     ebpf: list[Rule]                         # in order; the filter's rule n is ebpf[n-1]
     audit: list[Rule]                        # in order, never-copies included
     exe_ids: dict[str, tuple[int, int]] = field(default_factory=dict)   # path -> (ino, dev)
+    # eBPF sees 32-bit calls (raw tracepoints) and some eBPF rule matches them
+    compat: bool = False
+    arches: tuple[int, int] = (0, 0)         # (b64, b32) of the machine
 
     def keys(self, n: int) -> list[str]:
         """The keys of the eBPF filter's rule n (1-based), as the record's key= carries them."""
@@ -191,10 +200,18 @@ def _cost(rule: Rule) -> int:
     return max(len(rule.syscalls), 1) + len(rule.fields)
 
 
-def plan(rules: list[Rule], host: int | None = None, ebpf: bool = True) -> Plan:
-    """Place each rule (see the module doc). `ebpf=False`: everything in kernel audit."""
+NO_COMPAT = "32-bit syscalls do not reach the syscall tracepoints"
+
+
+def plan(rules: list[Rule], host: int | None = None, ebpf: bool = True,
+         compat: bool = False, no_compat: str = NO_COMPAT) -> Plan:
+    """Place each rule (see the module doc). `ebpf=False`: everything in kernel audit.
+    `compat`: eBPF sees 32-bit calls (raw tracepoints) and can run 32-bit rules; else
+    `no_compat` says why not."""
     host = tables.host_arch() if host is None else host
     b64, b32 = machine_arches(host)
+    in_ebpf = {b64, b32} if compat else {b64}
+    sees_compat = False
     placed: list[Placed] = []
     ebpf_rules: list[tuple[Rule, dict]] = []     # (rule, native domain)
     kernel: list[Rule] = []
@@ -219,9 +236,9 @@ def plan(rules: list[Rule], host: int | None = None, ebpf: bool = True) -> Plan:
             continue
         arches = _arches(rule, b64, b32) if rule.list == "exit" else set()
         why = _why_not(rule, host)
-        if why is None and b64 not in arches:
-            why = "32-bit syscalls do not reach the syscall tracepoints"
-        native_domain = {b64: domain(rule, b64, b32).get(b64)} if b64 in arches else {}
+        if why is None and not arches & in_ebpf:
+            why = no_compat
+        native_domain = {a: nrs for a, nrs in domain(rule, b64, b32).items() if a in in_ebpf}
         if why is None and cost + _cost(rule) > MAX_EBPF_COST:
             why = (f"the eBPF filters are full ({MAX_EBPF_COST} syscall and field tests: "
                    "the program must stay within the verifier's jump range)")
@@ -239,18 +256,23 @@ def plan(rules: list[Rule], host: int | None = None, ebpf: bool = True) -> Plan:
                 exe_ids[str(value)] = ident
         ebpf_rules.append((rule, native_domain))
         cost += _cost(rule)
-        if b32 in arches:
+        sees_compat = sees_compat or b32 in native_domain
+        if b32 in arches - in_ebpf:
             part = _with_arch(rule, "b32", b32)
             to_kernel(part)
             placed.append(Placed(i, rule, "ebpf+audit", "no -F arch: the 64-bit syscalls in "
                                  "eBPF, the 32-bit ones (same numbers) in kernel audit", part))
         else:
-            placed.append(Placed(i, rule, "ebpf", _ebpf_why(rule)))
-    return Plan(placed, [r for r, _d in ebpf_rules], kernel, exe_ids)
+            placed.append(Placed(i, rule, "ebpf", _ebpf_why(rule, b64 in arches,
+                                                             b32 in arches)))
+    return Plan(placed, [r for r, _d in ebpf_rules], kernel, exe_ids, sees_compat, (b64, b32))
 
 
-def _ebpf_why(rule: Rule) -> str:
+def _ebpf_why(rule: Rule, native: bool = True, compat: bool = False) -> str:
     parts = ["syscalls" if rule.syscalls else "every syscall"]
+    if compat:
+        parts[0] += (" (32-bit calls too, same numbers: raw tracepoints)" if native
+                     else " (32-bit calls: raw tracepoints)")
     names = {n for n, _o, _v in rule.fields}
     if names & set(_ARGS):
         parts.append("arguments")
@@ -286,10 +308,11 @@ def _cmp(left: str, op: str, value: int) -> str:
 
 
 def _condition(name: str, op: str, value, exe_ids: dict[str, tuple[int, int]],
-               native: int) -> str | None:
-    """The C test of one field (None: always true)."""
+               arches: tuple[int, int], args: dict[str, str] = _ARGS) -> str | None:
+    """The C test of one field (None: always true). `arches`: (b64, b32) of the machine;
+    `args`: how the arguments are read."""
     if name in _ARGS:
-        return _cmp(_ARGS[name], op, int(value))
+        return _cmp(args[name], op, int(value))
     if name in ("gid", "egid") and op in ("=", "!="):
         # the kernel's AUDIT_GID/EGID: a supplementary group matches too
         v = f"{int(value) & 0xFFFFFFFF}U"
@@ -305,8 +328,13 @@ def _condition(name: str, op: str, value, exe_ids: dict[str, tuple[int, int]],
         want = 1 if int(value) else 2      # AUDITSC_SUCCESS / AUDITSC_FAILURE
         return f"valid && ({_cmp('valid', op, want)})"
     if name == "arch":
-        hit = (native == int(value)) == (op == "=")
-        return None if hit else "0"
+        # `compat`: the call is a 32-bit one (0 where eBPF sees none)
+        native, compat = ((a == int(value)) == (op == "=") for a in arches)
+        if native and compat:
+            return None
+        if native or compat:
+            return "!compat" if native else "compat"
+        return "0"
     if name == "exe":
         ino, dev = exe_ids[str(value)]
         same = f"(exe->ino == {ino}ULL && exe->dev == {dev}U)"
@@ -329,30 +357,35 @@ def _syscall_test(rule: Rule) -> str:
 def c_source(p: Plan, host: int | None = None) -> str:
     """rules_enter() and rules_match() for bpf/rules.c."""
     host = tables.host_arch() if host is None else host
+    arches = machine_arches(host)
     lines = ["/* generated from the rule set by tracer/ebpf/rule_filter.py */"]
     enter_terms = []
     for n, rule in enumerate(p.ebpf, start=1):
         conds = [c for f in rule.fields
-                 if (c := _condition(*f, p.exe_ids, host)) is not None]
-        args = [c for f in rule.fields if f[0] in _ARGS or f[0] == "arch"
-                if (c := _condition(*f, p.exe_ids, host)) is not None]
+                 if (c := _condition(*f, p.exe_ids, arches)) is not None]
+        # the arch first: a 32-bit call's arguments are read from other registers
+        args = [c for f in sorted(rule.fields, key=lambda f: f[0] != "arch")
+                if f[0] in _ARGS or f[0] == "arch"
+                if (c := _condition(*f, p.exe_ids, arches, _ENTER_ARGS)) is not None]
         body = " &&\n\t       ".join([_syscall_test(rule), *conds])
         lines.append(f"/* {n}: {str(rule).replace('*/', '* /')} */")
-        lines.append(f"static __always_inline int rule_{n}(s32 nr, const u64 *a, "
+        lines.append(f"static __always_inline int rule_{n}(s32 nr, u32 compat, const u64 *a, "
                      "const struct identity *id, s64 ret, u32 valid, "
                      f"const struct exe_id *exe)\n{{\n\treturn {body};\n}}")
         if rule.action == "always":
             enter_terms.append(" && ".join([_syscall_test(rule), *args]))
-    lines.append("static __always_inline int rules_enter(s32 nr, const u64 *a)\n{")
+    lines.append("static __always_inline int rules_enter(s32 nr, u32 compat, "
+                 "const struct sc_call *c)\n{")
     for term in enter_terms:
         lines.append(f"\tif ({term})\n\t\treturn 1;")
     lines.append("\treturn 0;\n}")
     lines.append("/* the first matching rule decides: its number for always, 0 for never */")
-    lines.append("static __always_inline int rules_match(s32 nr, const u64 *a, "
+    lines.append("static __always_inline int rules_match(s32 nr, u32 compat, const u64 *a, "
                  "const struct identity *id, s64 ret, u32 valid, const struct exe_id *exe)\n{")
     for n, rule in enumerate(p.ebpf, start=1):
         result = n if rule.action == "always" else 0
-        lines.append(f"\tif (rule_{n}(nr, a, id, ret, valid, exe))\n\t\treturn {result};")
+        lines.append(f"\tif (rule_{n}(nr, compat, a, id, ret, valid, exe))\n"
+                     f"\t\treturn {result};")
     lines.append("\treturn 0;\n}")
     return "\n".join(lines) + "\n"
 
@@ -363,9 +396,20 @@ def uses_exe(p: Plan) -> bool:
 
 def syscall_union(p: Plan) -> set[int] | None:
     """Native syscall numbers the eBPF rules need attached (None: every syscall)."""
-    out: set[int] = set()
+    return traced_numbers(p)[0]
+
+
+def traced_numbers(p: Plan) -> tuple[set[int] | None, set[int] | None]:
+    """(native, 32-bit) syscall numbers the eBPF rules can match (None: every syscall)."""
+    b64, b32 = p.arches
+    out: list[set[int] | None] = [set(), set()]
     for rule in p.ebpf:
-        if not rule.syscalls:
-            return None
-        out |= set(rule.syscalls)
-    return out
+        arches = _arches(rule, b64, b32)
+        for i, arch in enumerate((b64, b32)):
+            if arch not in arches or (arch == b32 and not p.compat):
+                continue
+            if not rule.syscalls:
+                out[i] = None
+            elif out[i] is not None:
+                out[i] |= set(rule.syscalls)
+    return out[0], out[1]

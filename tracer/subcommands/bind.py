@@ -141,7 +141,7 @@ def subcommand(req: BindRequest, keys: list[str]) -> Subcommand:
     return Subcommand(name="bind", program=program(req, mech), decode=decode,
                       to_audit=to_audit, audit_rules=audit_rules(req, keys),
                       audit_filter=audit_filter(req),
-                      mechanism=f"eBPF tracepoints, conflicts by {mech.name} ({mech.detail})")
+                      mechanism=f"eBPF, conflicts by {mech.name} ({mech.detail})")
 
 
 # ---- the command line ----------------------------------------------------------------

@@ -140,7 +140,7 @@ def subcommand(req: ExitRequest, keys: list[str]) -> Subcommand:
     return Subcommand(name="exit", program=program(req), decode=decode, to_audit=to_audit,
                       audit_rules=audit_rules(req, keys), audit_filter=audit_filter(req),
                       relay_types=("ANOM_ABEND",),
-                      mechanism="eBPF tracepoints (sys_enter, sched_process_exit)")
+                      mechanism="eBPF, sched_process_exit")
 
 
 def _exe(_ctx, _param, value: str | None) -> str | None:

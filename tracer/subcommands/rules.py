@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import platform
 import sys
 from dataclasses import dataclass
 
@@ -26,7 +27,7 @@ from audtrace.compat import tables
 from audtrace.compat.record import Event
 from audtrace.tracer import declare, options
 from audtrace.tracer.audit.netlink import AuditError
-from audtrace.tracer.ebpf import features, rule_filter
+from audtrace.tracer.ebpf import hooks, layout, rule_filter
 from audtrace.tracer.ebpf.events import Decoder, SyscallEvent
 from audtrace.tracer.ebpf.probes import ProgramSpec
 from audtrace.tracer.records import event_of, proctitle_record, syscall_record
@@ -37,16 +38,6 @@ _SETTINGS = {"enabled": "-e", "failure": "-f", "backlog_limit": "-b", "rate_limi
              "backlog_wait_time": "--backlog_wait_time"}
 _STATUS = ("enabled", "failure", "pid", "rate_limit", "backlog_limit", "lost", "backlog",
            "backlog_wait_time", "backlog_wait_time_actual")
-# more syscalls than this: raw_syscalls rather than one tracepoint pair each. Measured here:
-# attaching 332 pairs costs ~0.5 s more than raw_syscalls, but detaching them ~49 s (against
-# 0.2 s), ~70 ms a pair
-RAW_ABOVE = 32
-_COMPAT = {  # machine -> (layout member, bit): where a task shows it is in a 32-bit syscall
-    "x86_64": ("OFF_TI_STATUS", 0x2),        # TS_COMPAT
-    "aarch64": ("OFF_TI_FLAGS", 1 << 22),    # TIF_32BIT
-}
-
-
 @dataclass
 class RuleDetail:
     rule: int            # the deciding eBPF rule, 1-based
@@ -54,8 +45,8 @@ class RuleDetail:
 
 
 def spec_for(plan: rule_filter.Plan, trace_tree: list[int] | None = None) -> ProgramSpec:
-    """bpf/rules.c with the plan's filters. The syscalls' own tracepoints when they are few
-    and all exist, else raw_syscalls (every syscall; 32-bit calls skipped in the kernel)."""
+    """bpf/rules.c with the plan's filters, on the syscalls the eBPF rules name (every
+    syscall when one names none; the hooks are chosen when the program loads)."""
     host = tables.host_arch()
     defines: dict[str, int | str] = {}
     for name in rule_filter.NO_RETURN:
@@ -65,20 +56,37 @@ def spec_for(plan: rule_filter.Plan, trace_tree: list[int] | None = None) -> Pro
         defines["RULES_NEED_EXE"] = 1
     nrs = rule_filter.syscall_union(plan)
     names = sorted(n for nr in (nrs or ()) if (n := tables.syscall_name(host, nr)))
-    raw = (nrs is None or len(names) != len(nrs) or len(names) > RAW_ABOVE
-           or (bool(names) and not features.tracepoints_exist(names)))
-    if raw:
-        defines["RAW_SYSCALLS"] = 1
-        machine = tables.arch_name(host) or ""
-        if machine in _COMPAT:
-            member, bit = _COMPAT[machine]
-            defines["COMPAT_OFF"] = member
-            defines["COMPAT_MASK"] = bit
-        names = []
+    # a number without a name has no tracepoint to name: every syscall, the filter decides
+    every = nrs is None or len(names) != len(nrs)
+    need_raw = ""
+    if plan.compat:
+        # 32-bit calls reach only the raw hooks, which test their numbers too
+        b32 = plan.arches[1]
+        defines["RULES_COMPAT"] = 1
+        for name in rule_filter.NO_RETURN:
+            nr = tables.syscall_number(b32, name)
+            defines[f"NR32_{name.upper()}"] = -1 if nr is None else nr
+        native, compat = rule_filter.traced_numbers(plan)
+        both = None if native is None or compat is None else native | compat
+        defines["TRACED_NR(nr)"] = hooks.traced_nr_macro(both)
+        need_raw = "32-bit rules run in eBPF: only raw tracepoints see 32-bit calls"
     if trace_tree is not None:
         defines["TRACE_TREE"] = 1
-    return declare.program("rules.c", names, defines, maps={"traced": list(trace_tree or [])},
-                           generated=rule_filter.c_source(plan, host))
+    return declare.program("rules.c", [] if every else names, defines,
+                           maps={"traced": list(trace_tree or [])},
+                           generated=rule_filter.c_source(plan, host), every_syscall=every,
+                           need_raw=need_raw)
+
+
+def compat_in_ebpf() -> str | None:
+    """None when 32-bit rules can run in eBPF on this machine (raw hooks, with the 32-bit
+    argument registers known), else why not (their rules then run in kernel audit)."""
+    machine = platform.machine()
+    if machine not in layout.COMPAT_REGS or machine not in hooks.COMPAT:
+        return f"32-bit syscalls are not traced in eBPF on {machine}"
+    if os.environ.get(hooks.FORCE_ENV) == hooks.TRACEPOINTS:
+        return f"32-bit syscalls do not reach the syscall tracepoints ({hooks.FORCE_ENV})"
+    return None
 
 
 def decoder(d: Decoder, buf: bytes) -> SyscallEvent:
@@ -86,6 +94,8 @@ def decoder(d: Decoder, buf: bytes) -> SyscallEvent:
     ev = d.syscall(h, who)
     x = d.codec("family_extra").unpack_from(extra)
     ev.detail = RuleDetail(x.rule, bool(x.returned))
+    if x.compat:
+        ev.arch = R.machine_arches(d.arch)[1]
     return ev
 
 
@@ -264,7 +274,9 @@ def command(files, explain, auditctl, **common) -> None:
         sys.exit(0)
     if not rules:
         raise click.UsageError("no rules: give -R FILE or auditctl rule options (-a, -w)")
-    plan = rule_filter.plan(rules, ebpf=common["source"] != "audit")
+    no_compat = compat_in_ebpf()
+    plan = rule_filter.plan(rules, ebpf=common["source"] != "audit", compat=no_compat is None,
+                            no_compat=no_compat or "")
     if explain:
         click.echo("\n".join(rule_filter.explain(plan)))
         sys.exit(0)
