@@ -133,16 +133,14 @@ def ausearch(log: Path, *args: str) -> subprocess.CompletedProcess:
                           text=True, errors="surrogateescape", timeout=60)
 
 
-def test_audisp_remote_ships_every_event_to_a_central_auditd(tmp_path):
-    """audisp-remote, fed by the plugin dispatcher, delivers every record of the project's
-    events to the central auditd's log, in order, node= kept; ausearch reads them there
-    (by node, by type, interpreted). auditd keeps EOE out of its log, as it does for its
-    own events. Nothing of the system is changed."""
+def central_setup(tmp_path: Path) -> tuple[Path, Path, Path, Path]:
+    """The files of a central auditd (config dir, its log) and of an audisp-remote plugin
+    sending to it (its config, a plugin_dir holding it): (conf, central log, remote, plugins)."""
     conf = tmp_path / "central"
     (conf / "plugins.d").mkdir(parents=True)
-    log = tmp_path / "central.log"
-    (conf / "auditd.conf").write_text(AUDITD_CONF.format(log=log, plugins=conf / "plugins.d",
-                                                         port=PORT))
+    central_log = tmp_path / "central.log"
+    (conf / "auditd.conf").write_text(AUDITD_CONF.format(
+        log=central_log, plugins=conf / "plugins.d", port=PORT))
     (conf / "auditd.conf").chmod(0o600)
     remote = tmp_path / "audisp-remote.conf"
     remote.write_text(REMOTE.format(port=PORT, queue=tmp_path / "remote.queue"))
@@ -152,6 +150,16 @@ def test_audisp_remote_ships_every_event_to_a_central_auditd(tmp_path):
     (plugins / "au-remote.conf").write_text(
         f"active = yes\ndirection = out\npath = {AUDISP_REMOTE}\ntype = always\n"
         "format = string\n")
+    (plugins / "au-remote.conf").chmod(0o640)
+    return conf, central_log, remote, plugins
+
+
+def test_audisp_remote_ships_every_event_to_a_central_auditd(tmp_path):
+    """audisp-remote, fed by the plugin dispatcher, delivers every record of the project's
+    events to the central auditd's log, in order, node= kept; ausearch reads them there
+    (by node, by type, interpreted). auditd keeps EOE out of its log, as it does for its
+    own events. Nothing of the system is changed."""
+    conf, log, remote, plugins = central_setup(tmp_path)
     before = (sha(REMOTE_CONF), kernel_audit_pid(), audit_enabled())
 
     r = run_in_group(
@@ -223,21 +231,7 @@ def test_the_daemon_ships_its_events_through_audisp_remote(tmp_path):
     from test_daemon import kill_line, send
     from test_disk_full import usr2_target
 
-    conf = tmp_path / "central"
-    (conf / "plugins.d").mkdir(parents=True)
-    central_log = tmp_path / "central.log"
-    (conf / "auditd.conf").write_text(AUDITD_CONF.format(
-        log=central_log, plugins=conf / "plugins.d", port=PORT))
-    (conf / "auditd.conf").chmod(0o600)
-    remote = tmp_path / "audisp-remote.conf"
-    remote.write_text(REMOTE.format(port=PORT, queue=tmp_path / "remote.queue"))
-    remote.chmod(0o640)
-    plugins = tmp_path / "plugins.d"
-    plugins.mkdir()
-    (plugins / "au-remote.conf").write_text(
-        f"active = yes\ndirection = out\npath = {AUDISP_REMOTE}\ntype = always\n"
-        "format = string\n")
-    (plugins / "au-remote.conf").chmod(0o640)
+    conf, central_log, remote, plugins = central_setup(tmp_path)
     log = tmp_path / "audit.log"
     before = (sha(REMOTE_CONF), kernel_audit_pid(), audit_enabled())
 
