@@ -42,6 +42,15 @@ def test_operators_and_32_bit_argument_compare():
     assert rule_matches(Rule(syscalls=[62], fields=[("a1", "&", 1)]), fields(SYSCALL))
 
 
+def test_group_equal_may_be_a_supplementary_group():
+    """The kernel matches `-F gid=N` (and egid) also on the task's supplementary groups, which
+    the record does not list: a gid= rule cannot be refused on the record's gid; != can."""
+    for name in ("gid", "egid"):
+        assert rule_matches(Rule(syscalls=[62], fields=[(name, "=", 4242)]), fields(SYSCALL))
+        assert not rule_matches(Rule(syscalls=[62], fields=[(name, "!=", 0)]), fields(SYSCALL))
+    assert not rule_matches(Rule(syscalls=[62], fields=[("sgid", "=", 4242)]), fields(SYSCALL))
+
+
 def test_relay_keeps_own_events_and_own_rule_changes_only():
     rules = kill.audit_rules([15], ["mine"])
     want = relay_filter(rules)

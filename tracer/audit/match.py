@@ -20,6 +20,9 @@ from audtrace.compat.rules import Rule
 _NUMERIC = {"pid", "ppid", "uid", "euid", "suid", "fsuid", "gid", "egid", "sgid", "fsgid",
             "auid", "ses", "exit"}
 _HEX = {"a0", "a1", "a2", "a3"}
+# `-F gid=N` / `-F egid=N` match a task whose supplementary groups hold N (the kernel's
+# groups_search), which a SYSCALL record does not list
+_GROUP = {"gid", "egid"}
 
 
 def _value(name: str, text: str | None) -> int | None:
@@ -71,6 +74,8 @@ def rule_matches(rule: Rule, fields: dict[str, str]) -> bool:
                 return False
         elif name in _NUMERIC or name in ("arch", "success"):
             have = _value(name, fields.get(name))
+            if name in _GROUP and op == "=" and have != want:
+                continue    # the kernel also matches a supplementary group: not in the record
             if have is not None and not _compare(have, op, want):
                 return False
     return True
