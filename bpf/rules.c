@@ -163,12 +163,8 @@ static __always_inline int call_enter(void *ctx, const struct sc_call *c)
 static __always_inline int call_exit(void *ctx, s64 ret)
 {
 	u32 tid;
-	struct syscall_event *ev;
+	struct syscall_event *ev = parked_call(&tid);
 
-	if (none_parked())
-		return 0;
-	tid = (u32)bpf_get_current_pid_tgid();
-	ev = inflight.lookup(&tid);
 	if (!ev)
 		return 0;
 	ev->ret = ret;

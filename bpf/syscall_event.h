@@ -96,6 +96,16 @@ static __always_inline int none_parked(void)
 	return !n || *n == 0;
 }
 
+/* At a syscall's exit, the call this thread parked at its enter (its thread id in *tid),
+ * or 0: while no call is parked, before any helper call. */
+static __always_inline struct syscall_event *parked_call(u32 *tid)
+{
+	if (none_parked())
+		return 0;
+	*tid = (u32)bpf_get_current_pid_tgid();
+	return inflight.lookup(tid);
+}
+
 /* The call waits for its exit in `inflight`, under its thread. */
 static __always_inline void park(struct syscall_event *ev)
 {
