@@ -11,30 +11,13 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
-import struct
 from collections.abc import Iterable
 from pathlib import Path
 
-BPF_MAP_CREATE, BPF_MAP_LOOKUP_ELEM, BPF_PROG_LOAD, BPF_RAW_TRACEPOINT_OPEN = 0, 1, 5, 17
-BPF_MAP_TYPE_PERCPU_ARRAY = 6
-BPF_PROG_TYPE_RAW_TRACEPOINT = 17
-BPF_PSEUDO_MAP_FD = 1
-SYS_BPF = {"x86_64": 321, "aarch64": 280}
+from audtrace.tracer.ebpf import sysbpf
+from audtrace.tracer.ebpf.sysbpf import PSEUDO_MAP_FD, insn
+
 SLOTS = 1024            # syscall numbers counted: every table stays below 512
-ATTR_SIZE = 128         # of union bpf_attr, zero-filled past the fields used
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-class RateError(OSError):
-    pass
-
-
-def insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
-    """One BPF instruction: opcode, registers (src in the high nibble), offset, immediate."""
-    return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
 
 
 def program(map_fd: int, self_tgid: int) -> bytes:
@@ -48,7 +31,7 @@ def program(map_fd: int, self_tgid: int) -> bytes:
         insn(0x79, 1, 6, off=8),             # r1 = ctx->args[1]: the number
         insn(0x25, 1, off=10, imm=SLOTS - 1),  # if r1 > SLOTS - 1 (unsigned) goto out
         insn(0x63, 10, 1, off=-4),           # *(u32 *)(fp - 4) = r1: the key
-        insn(0x18, 1, BPF_PSEUDO_MAP_FD, imm=map_fd), insn(0),  # r1 = the map
+        insn(0x18, 1, PSEUDO_MAP_FD, imm=map_fd), insn(0),  # r1 = the map
         insn(0xBF, 2, 10),                   # r2 = fp
         insn(0x07, 2, imm=-4),               # r2 += -4
         insn(0x85, imm=1),                   # call bpf_map_lookup_elem
@@ -59,17 +42,6 @@ def program(map_fd: int, self_tgid: int) -> bytes:
         insn(0xB7, 0, imm=0),                # out: r0 = 0
         insn(0x95),                          # exit
     ])
-
-
-def _bpf(cmd: int, attr: ctypes.Array) -> int:
-    nr = SYS_BPF.get(platform.machine())
-    if nr is None:
-        raise RateError(0, f"bpf(2) number unknown for {platform.machine()}")
-    fd = _libc.syscall(nr, cmd, ctypes.byref(attr), ATTR_SIZE)
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise RateError(err, os.strerror(err))
-    return fd
 
 
 def possible_cpus(path: Path = Path("/sys/devices/system/cpu/possible")) -> int:
@@ -88,22 +60,12 @@ class SyscallCounter:
         self.fds: list[int] = []
         self.ncpu = possible_cpus()
         try:
-            attr = ctypes.create_string_buffer(ATTR_SIZE)
-            struct.pack_into("<IIII", attr, 0, BPF_MAP_TYPE_PERCPU_ARRAY, 4, 8, SLOTS)
-            self.map_fd = _bpf(BPF_MAP_CREATE, attr)
+            self.map_fd = sysbpf.map_create(sysbpf.MAP_TYPE_PERCPU_ARRAY, 4, 8, SLOTS)
             self.fds.append(self.map_fd)
-            code = ctypes.create_string_buffer(program(self.map_fd, os.getpid()))
-            license_ = ctypes.create_string_buffer(b"GPL")
-            attr = ctypes.create_string_buffer(ATTR_SIZE)
-            struct.pack_into("<IIQQ", attr, 0, BPF_PROG_TYPE_RAW_TRACEPOINT,
-                             len(code.raw) // 8, ctypes.addressof(code),
-                             ctypes.addressof(license_))
-            prog_fd = _bpf(BPF_PROG_LOAD, attr)
+            prog_fd = sysbpf.prog_load(sysbpf.PROG_TYPE_RAW_TRACEPOINT,
+                                       program(self.map_fd, os.getpid()), "syscall_rate")
             self.fds.append(prog_fd)
-            name = ctypes.create_string_buffer(b"sys_enter")
-            attr = ctypes.create_string_buffer(ATTR_SIZE)
-            struct.pack_into("<QI", attr, 0, ctypes.addressof(name), prog_fd)
-            self.fds.append(_bpf(BPF_RAW_TRACEPOINT_OPEN, attr))
+            self.fds.append(sysbpf.raw_tracepoint_open(prog_fd, "sys_enter"))
         except BaseException:
             self.close()
             raise
@@ -112,13 +74,10 @@ class SyscallCounter:
         """Calls so far, by number, all CPUs together."""
         key = ctypes.c_uint32()
         values = (ctypes.c_uint64 * self.ncpu)()
-        attr = ctypes.create_string_buffer(ATTR_SIZE)
         out = []
         for nr in range(SLOTS):
             key.value = nr
-            struct.pack_into("<IIQQ", attr, 0, self.map_fd, 0, ctypes.addressof(key),
-                             ctypes.addressof(values))
-            _bpf(BPF_MAP_LOOKUP_ELEM, attr)
+            sysbpf.map_lookup(self.map_fd, key, values)
             out.append(sum(values))
         return out
 

@@ -12,19 +12,13 @@ handed to the BCC object, whose cleanup closes them (closing the link detaches).
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
-import platform
 import struct
 
+from audtrace.tracer.ebpf import sysbpf
 from audtrace.tracer.ebpf.btf import BTF, VMLINUX, BTFError
 
-_NR_BPF = {"x86_64": 321, "aarch64": 280}
-_PROG_LOAD, _RAW_TRACEPOINT_OPEN = 5, 17
-_PROG_TYPE_TRACING, _TRACE_RAW_TP = 26, 23
-_ATTR_SIZE = 128                     # through attach_btf_id; the rest stays zero
-_libc = ctypes.CDLL(None, use_errno=True)
 _btf: BTF | None = None
 # r0 = 0; exit: the smallest program the verifier accepts
 _RETURN_0 = struct.pack("<BBhiBBhi", 0xB7, 0, 0, 0, 0x95, 0, 0, 0)
@@ -32,14 +26,6 @@ _RETURN_0 = struct.pack("<BBhiBBhi", 0xB7, 0, 0, 0, 0x95, 0, 0, 0)
 
 class TpBtfError(OSError):
     pass
-
-
-def _bpf(cmd: int, attr: bytearray) -> int:
-    nr = _NR_BPF.get(platform.machine())
-    if nr is None:
-        raise TpBtfError(errno.ENOSYS, f"no bpf() syscall number known for {platform.machine()}")
-    buf = (ctypes.c_char * len(attr)).from_buffer(attr)
-    return _libc.syscall(ctypes.c_long(nr), ctypes.c_long(cmd), buf, ctypes.c_uint(len(attr)))
 
 
 def _attach_btf_id(tracepoint: str) -> int:
@@ -56,39 +42,20 @@ def load(insns: bytes, tracepoint: str, name: str) -> int:
         btf_id = _attach_btf_id(tracepoint)
     except (OSError, BTFError) as e:
         raise TpBtfError(errno.ENOENT, f"no BTF for tracepoint {tracepoint}: {e}") from None
-    code = ctypes.create_string_buffer(insns, len(insns))
-    lic = ctypes.create_string_buffer(b"GPL")
-    log = ctypes.create_string_buffer(1 << 16)
-    attr = bytearray(_ATTR_SIZE)
-    struct.pack_into("<IIQQ", attr, 0, _PROG_TYPE_TRACING, len(insns) // 8,
-                     ctypes.addressof(code), ctypes.addressof(lic))
-    struct.pack_into("16s", attr, 48, name.encode()[:15])
-    struct.pack_into("<I", attr, 68, _TRACE_RAW_TP)
-    struct.pack_into("<I", attr, 108, btf_id)
-    fd = _bpf(_PROG_LOAD, attr)
-    if fd >= 0:
-        return fd
-    err = ctypes.get_errno()
-    # again with the verifier's log, only to say why
-    struct.pack_into("<IIQ", attr, 24, 1, len(log), ctypes.addressof(log))
-    fd = _bpf(_PROG_LOAD, attr)
-    if fd >= 0:
-        os.close(fd)
-    lines = log.value.decode(errors="replace").strip().splitlines()
-    why = lines[-1] if lines else os.strerror(err)
-    raise TpBtfError(err, f"tp_btf {tracepoint} refused ({errno.errorcode.get(err, err)}):"
-                          f" {why}")
+    try:
+        return sysbpf.prog_load(sysbpf.PROG_TYPE_TRACING, insns, name,
+                                sysbpf.TRACE_RAW_TP, btf_id)
+    except sysbpf.BPFError as e:
+        code = errno.errorcode.get(e.errno, e.errno)
+        raise TpBtfError(e.errno, f"tp_btf {tracepoint} refused ({code}): {e.strerror}") from None
 
 
 def attach(prog_fd: int) -> int:
     """The link fd of a loaded tp_btf program, attached to its tracepoint."""
-    attr = bytearray(16)
-    struct.pack_into("<QI", attr, 0, 0, prog_fd)
-    fd = _bpf(_RAW_TRACEPOINT_OPEN, attr)
-    if fd < 0:
-        err = ctypes.get_errno()
-        raise TpBtfError(err, f"tp_btf attach: {os.strerror(err)}")
-    return fd
+    try:
+        return sysbpf.raw_tracepoint_open(prog_fd)
+    except sysbpf.BPFError as e:
+        raise TpBtfError(e.errno, f"tp_btf attach: {e.strerror}") from None
 
 
 def attach_function(bpf, fn_name: str, tracepoint: str) -> None:
