@@ -1,8 +1,8 @@
 """`audtrace daemon` as systemd runs it: READY=1 on a real notify socket once every probe
-and rule is live, rotation by size under a storm, SIGUSR1, SIGHUP reload under a storm (no
-event lost or doubled, the new configuration in force), SIGTERM (audit state put back,
-exit 0), the disk-full actions on a small tmpfs, and the shipped unit through
-`systemd-analyze verify`."""
+and rule is live, rotation by size under a storm, SIGUSR1, the real logrotate with the
+shipped recipe, SIGHUP reload under a storm (no event lost or doubled, the new
+configuration in force), SIGTERM (audit state put back, exit 0), the disk-full actions on a
+small tmpfs, and the shipped unit through `systemd-analyze verify`."""
 
 from __future__ import annotations
 
@@ -574,3 +574,108 @@ def test_space_left_actions_on_a_small_disk(tmp_path):
             got = events(disk.path("audit.log")).kills
     assert (unwritten, 12) not in got
     assert d.summary()["log"] == 20
+
+
+@contextmanager
+def term_target() -> Iterator[int]:
+    """A process that ignores SIGTERM and SIGUSR2: the target of `kill --sig 15,12`."""
+    proc = subprocess.Popen([PYTHON, "-c", "import signal, sys\nfor s in (signal.SIGTERM,"
+                             " signal.SIGUSR2): signal.signal(s, signal.SIG_IGN)\n"
+                             "print(flush=True); sys.stdin.read()"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def ausearch_syscalls(path: Path, pid: int) -> int:
+    """How many SYSCALL records of `pid` the real ausearch finds in the file (0 if none)."""
+    r = subprocess.run(["ausearch", "-if", str(path), "-p", str(pid), "--raw"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode in (0, 1) and "Malformed" not in r.stderr, r.stderr[-2000:]
+    return sum(ln.startswith("type=SYSCALL") for ln in r.stdout.splitlines())
+
+
+SHIPPED_POSTROTATE = ("if systemctl -q is-active audtrace.service; then systemctl kill"
+                      " --signal=USR1 --kill-who=main audtrace.service; fi")
+
+
+def logrotate_conf(tmp_path: Path, log: Path, daemon_pid: int) -> Path:
+    """The shipped packaging/audtrace.logrotate for this log, its postrotate signalling this
+    daemon (systemctl needs systemd as PID 1, which this machine does not run)."""
+    text = (REPO / "packaging/audtrace.logrotate").read_text()
+    assert text.count("/var/log/audtrace/audit.log {") == 1 and SHIPPED_POSTROTATE in text
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(text.replace("/var/log/audtrace/audit.log {", f"{log} {{")
+                    .replace(SHIPPED_POSTROTATE, f"kill -USR1 {daemon_pid}"))
+    return conf
+
+
+@pytest.mark.skipif(not shutil.which("logrotate") or not shutil.which("ausearch"),
+                    reason="needs logrotate and ausearch (scripts/setup.sh --test)")
+def test_logrotate_with_the_shipped_recipe_loses_and_splits_nothing(tmp_path):
+    """The real logrotate, forced twice with the shipped recipe (its own state file), while
+    a storm runs across the first: logrotate renames audit.log, the daemon writes on into
+    the renamed file until postrotate's SIGUSR1, then opens a new audit.log. Every event is
+    in exactly one of audit.log, .1, .2 (none split), the real ausearch finds each file's,
+    the daemon writes on into the new file, rotated files read-only as auditd's."""
+    shipped = subprocess.run(["logrotate", "-d", "-s", str(tmp_path / "dry-state"),
+                              str(REPO / "packaging/audtrace.logrotate")],
+                             capture_output=True, text=True, timeout=60)
+    assert shipped.returncode == 0 and "error" not in shipped.stderr.lower(), shipped.stderr
+    log_dir = tmp_path / "log"
+    log = log_dir / "audit.log"
+    state = tmp_path / "logrotate.state"
+    with term_target() as target:
+        conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\n"
+                      f"max_log_file_action = ignore\n{QUIET}"
+                      f"trace = kill --sig 15,12 --target-pid {target}\n")
+        with daemon(conf) as d:
+            rotate = logrotate_conf(tmp_path, log, d.proc.pid)
+
+            def logrotate(nth: int) -> None:
+                r = subprocess.run(["logrotate", "-f", "-s", str(state), str(rotate)],
+                                   capture_output=True, text=True, timeout=60)
+                assert r.returncode == 0, r.stderr
+                assert wait_for(lambda: sum("reopened (SIGUSR1)" in s for s in d.stderr)
+                                == nth), d.text()
+
+            first = send(target, signal.SIGTERM, 5)
+            assert wait_for(lambda: events(log).kills.get((first, 15)) == 5), d.text()
+            with paced_storm(target, 2000) as s:
+                time.sleep(0.5)
+                logrotate(1)
+                time.sleep(0.5)
+            middle = send(target, signal.SIGTERM, 4)
+            assert wait_for(lambda: events(log).kills.get((middle, 15)) == 4), d.text()
+            logrotate(2)
+            last = send(target, signal.SIGTERM, 3)
+            assert wait_for(lambda: events(log).kills.get((last, 15)) == 3), d.text()
+            assert d.stop() == 0, d.text()
+    files = every_log(log_dir)
+    assert [p.name for p in files] == ["audit.log", "audit.log.1", "audit.log.2"], files
+    got = {p.name: events(p) for p in files}      # whole events, each one's records together
+    seen: set = set()
+    for p in files:
+        assert not got[p.name].serials & seen, f"an event in two files: {p}"
+        seen |= got[p.name].serials
+    kills: dict = {}
+    for e in got.values():
+        for k, n in e.kills.items():
+            kills[k] = kills.get(k, 0) + n
+    assert s["sent"] > 500
+    assert kills.get((s["pid"], 12)) == s["sent"], (s, kills.get((s["pid"], 12)))
+    assert got["audit.log.2"].kills.get((first, 15)) == 5
+    assert got["audit.log.1"].kills.get((middle, 15)) == 4
+    assert got["audit.log"].kills == {(last, 15): 3}
+    for p in files:
+        for pid in (first, middle, last, s["pid"]):
+            assert ausearch_syscalls(p, pid) == sum(
+                n for (sender, _sig), n in got[p.name].kills.items() if sender == pid), (p, pid)
+    assert {p.name: p.stat().st_mode & 0o777 for p in files} == {
+        "audit.log": 0o600, "audit.log.1": 0o400, "audit.log.2": 0o400}
+    assert d.summary() == {"ebpf": 0, "audit": 0, "log": 0}
+    assert not d.said("Traceback")
