@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from helpers import (
 )
 from test_disk_full import (
     STORM,
+    _die_with_parent,
     ausearch_reads,
     fill,
     read_log,
@@ -679,3 +680,101 @@ def test_logrotate_with_the_shipped_recipe_loses_and_splits_nothing(tmp_path):
         "audit.log": 0o600, "audit.log.1": 0o400, "audit.log.2": 0o400}
     assert d.summary() == {"ebpf": 0, "audit": 0, "log": 0}
     assert not d.said("Traceback")
+
+
+@contextmanager
+def private_syslog() -> Iterator[tuple[int, list[str]]]:
+    """A mount namespace whose /dev is a tmpfs of its own (null, zero, random and urandom
+    made in it) with the test's syslog socket at /dev/log, read all along: a daemon run in
+    it (`daemon(conf, mount_ns_of=pid)`) logs there. The system's /dev is never touched.
+    Yields the namespace holder's pid and the messages received."""
+    if not shutil.which("unshare") or not shutil.which("nsenter"):
+        pytest.skip("needs unshare and nsenter (util-linux)")
+    script = ("mount -t tmpfs -o mode=755 audtrace-test-dev /dev && for d in 'null 3' 'zero 5'"
+              " 'random 8' 'urandom 9'; do set -- $d; mknod -m 666 /dev/$1 c 1 $2 || exit 1;"
+              " done && echo ready && exec sleep 600")
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                               script], stdout=subprocess.PIPE, text=True,
+                              preexec_fn=_die_with_parent)
+    received: list[str] = []
+    stop = threading.Event()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        assert holder.stdout.readline() == "ready\n", "could not make the private /dev"
+        sock.bind(f"/proc/{holder.pid}/root/dev/log")
+        sock.settimeout(0.1)
+
+        def serve() -> None:
+            while not stop.is_set():
+                with suppress(TimeoutError):
+                    received.append(sock.recv(65536).decode(errors="replace"))
+
+        reader = threading.Thread(target=serve, daemon=True)
+        reader.start()
+        yield holder.pid, received
+        stop.set()
+        reader.join(timeout=5)
+    finally:
+        stop.set()
+        sock.close()
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("action", ["ignore", "syslog", "suspend", "rotate", "keep_logs"])
+def test_max_log_file_action(tmp_path, action):
+    """max_log_file = 1 (MiB), num_logs = 2 and a storm of about 2.7 MiB, under each of
+    auditd.conf(5)'s max_log_file_action values: IGNORE writes on into one file; SYSLOG too,
+    with one warning to syslog; SUSPEND stops writing at the limit, the rest counted lost;
+    ROTATE keeps num_logs files, losing the oldest; KEEP_LOGS rotates past num_logs, losing
+    nothing. A rotated or suspended log ends with the event that reached the limit."""
+    log_dir = tmp_path / "log"
+    log = log_dir / "audit.log"
+    with ExitStack() as stack:
+        target = stack.enter_context(usr2_target())
+        ns, syslogged = stack.enter_context(private_syslog()) if action == "syslog" \
+            else (None, [])
+        conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\nmax_log_file = 1\n"
+                      f"max_log_file_action = {action}\nnum_logs = 2\n{QUIET}"
+                      f"{kill_line(target)}")
+        with daemon(conf, mount_ns_of=ns) as d:
+            sender = storm(target, STORM)
+            marker = send(target, signal.SIGUSR2, 1)    # after the storm: the last event
+            if action == "suspend":
+                assert wait_for(lambda: d.said("writing suspended")), d.text()
+                time.sleep(1.5)
+            else:
+                assert wait_for(lambda: events(log).kills.get((marker, 12)) == 1,
+                                timeout=30), d.text()
+            assert d.stop() == 0, d.text()
+    files = every_log(log_dir)
+    got = {p.name: events(p) for p in files}        # whole events, each one's records together
+    written = sum(e.kills.get((sender, 12), 0) for e in got.values())
+    lost = d.summary()
+    for p in files:
+        ausearch_reads(p)
+    size = {p.name: p.stat().st_size for p in files}
+    limit, event_max = 1 << 20, 4096
+
+    def at_limit(name: str) -> bool:
+        return limit <= size[name] < limit + event_max
+
+    names = [p.name for p in files]
+    if action in ("ignore", "syslog"):
+        assert names == ["audit.log"] and size["audit.log"] > 2 * limit
+        assert written == STORM and lost["log"] == 0
+    if action == "syslog":
+        warned = [m for m in syslogged if "at max_log_file" in m]
+        assert len(warned) == 1 and "audtrace[" in warned[0], syslogged
+    if action == "suspend":
+        assert names == ["audit.log"] and at_limit("audit.log")
+        assert 0 < written < STORM and written + lost["log"] == STORM + 1, (written, lost)
+    if action == "rotate":                  # the oldest given up, not counted: auditd's way
+        assert names == ["audit.log", "audit.log.1"] and at_limit("audit.log.1")
+        assert 0 < written < STORM and lost["log"] == 0
+    if action == "keep_logs":               # past num_logs, nothing given up
+        assert names[:4] == ["audit.log", "audit.log.1", "audit.log.2", "audit.log.3"][
+            :len(names)] and len(names) >= 3
+        assert all(at_limit(n) for n in names if n != "audit.log")
+        assert written == STORM and lost["log"] == 0
+    assert lost["ebpf"] == 0 and not d.said("Traceback")
