@@ -778,3 +778,37 @@ def test_max_log_file_action(tmp_path, action):
         assert all(at_limit(n) for n in names if n != "audit.log")
         assert written == STORM and lost["log"] == 0
     assert lost["ebpf"] == 0 and not d.said("Traceback")
+
+
+@pytest.mark.skipif(not shutil.which("ausearch"), reason="needs ausearch (auditd)")
+@pytest.mark.parametrize("name_format", ["user", "hostname", "none"])
+def test_name_format_puts_node_first_and_ausearch_node_finds_it(tmp_path, name_format):
+    """name_format as auditd writes it: `node=NAME type=...` on every line (USER: `name`,
+    HOSTNAME: gethostname()); the real `ausearch --node NAME` finds each event, another
+    name none. NONE: no node= anywhere."""
+    node = {"user": "audtrace-test-node", "hostname": socket.gethostname(), "none": None}[
+        name_format]
+    log = tmp_path / "audit.log"
+    name = "name = audtrace-test-node\n" if name_format == "user" else ""
+    with usr2_target() as target:
+        conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\nname_format = "
+                      f"{name_format}\n{name}{QUIET}{kill_line(target)}")
+        with daemon(conf) as d:
+            sender = send(target, signal.SIGUSR2, 4)
+            assert wait_for(lambda: events(log).kills.get((sender, 12)) == 4), d.text()
+            assert d.stop() == 0, d.text()
+    lines = log.read_text().splitlines()
+    assert len(lines) >= 12
+    if node is None:
+        assert not any("node=" in ln for ln in lines), lines[:3]
+        return
+    assert all(ln.startswith(f"node={node} type=") for ln in lines), lines[:3]
+
+    def found(name: str) -> int:
+        r = subprocess.run(["ausearch", "-if", str(log), "--node", name, "-p", str(sender),
+                            "--raw"], capture_output=True, text=True, timeout=60)
+        assert r.returncode in (0, 1) and "Malformed" not in r.stderr, r.stderr
+        return sum(ln.startswith(f"node={node} type=SYSCALL") for ln in r.stdout.splitlines())
+
+    assert found(node) == 4
+    assert found("not-" + node) == 0
