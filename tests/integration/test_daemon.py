@@ -812,3 +812,74 @@ def test_name_format_puts_node_first_and_ausearch_node_finds_it(tmp_path, name_f
 
     assert found(node) == 4
     assert found("not-" + node) == 0
+
+
+def log_fd(pid: int, log: Path) -> tuple[int, int]:
+    """The daemon's descriptor of its log and its open flags, as the kernel reports them."""
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) == str(log):
+                info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+                flags = next(ln for ln in info.splitlines() if ln.startswith("flags:"))
+                return int(fd.name), int(flags.split()[1], 8)
+        except FileNotFoundError:
+            continue
+    raise AssertionError(f"{log} is not open in {pid}")
+
+
+@contextmanager
+def fsyncs(pid: int) -> Iterator[list[int]]:
+    """The real strace on every thread of pid: once the block ends, the list holds the fd
+    of each fsync/fdatasync call made meanwhile."""
+    import re
+
+    out = Path(tempfile.mkdtemp(prefix="audtrace-strace-")) / "trace"
+    proc = subprocess.Popen(["strace", "-f", "-e", "trace=fsync,fdatasync", "-o", str(out),
+                             "-p", str(pid)], stderr=subprocess.PIPE, text=True)
+    got: list[int] = []
+    try:
+        line = proc.stderr.readline()
+        assert "attached" in line, line
+        yield got
+    finally:
+        proc.send_signal(signal.SIGINT)         # detaches
+        proc.wait(timeout=30)
+        text = out.read_text() if out.exists() else ""
+        shutil.rmtree(out.parent, ignore_errors=True)
+    got += [int(m[1]) for m in re.finditer(r"\b(?:fsync|fdatasync)\((\d+)\)", text)]
+
+
+O_DSYNC, O_SYNC = os.O_DSYNC, os.O_SYNC         # O_SYNC includes O_DSYNC's bit
+
+
+@pytest.mark.skipif(not shutil.which("strace") or not shutil.which("ausearch"),
+                    reason="needs strace and ausearch (scripts/setup.sh --test)")
+@pytest.mark.parametrize("flush", ["none", "incremental", "incremental_async", "data", "sync"])
+def test_flush_and_freq(tmp_path, flush):
+    """flush as auditd.conf(5) gives it, seen from the kernel's side: DATA and SYNC open the
+    log O_DSYNC and O_SYNC; INCREMENTAL and INCREMENTAL_ASYNC (on a thread of its own) call
+    fsync on the log every `freq` (3) events, NONE, DATA and SYNC never (strace counts the
+    calls). Every event is in the log, read by the real ausearch, while the daemon runs;
+    a burst sent right before SIGTERM is all written at exit."""
+    log = tmp_path / "audit.log"
+    freq, n = 3, 6
+    with usr2_target() as target:
+        conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\nflush = {flush}\n"
+                      f"freq = {freq}\n{QUIET}{kill_line(target)}")
+        with daemon(conf) as d:
+            fd, flags = log_fd(d.proc.pid, log)
+            senders = []
+            with fsyncs(d.proc.pid) as calls:
+                for _ in range(n):          # one event a write: one at a time
+                    senders.append(send(target, signal.SIGUSR2, 1))
+                    assert wait_for(lambda: events(log).kills.get((senders[-1], 12)) == 1), \
+                        d.text()
+                time.sleep(0.5)             # the asynchronous flush's last call
+            assert all(ausearch_syscalls(log, s) == 1 for s in senders)
+            burst = send(target, signal.SIGUSR2, 300)
+            assert d.stop() == 0, d.text()
+    assert flags & O_SYNC == {"data": O_DSYNC, "sync": O_SYNC}.get(flush, 0), oct(flags)
+    on_log = [c for c in calls if c == fd]
+    assert len(on_log) == (n // freq if flush.startswith("incremental") else 0), calls
+    assert events(log).kills.get((burst, 12)) == 300
+    assert d.summary() == {"ebpf": 0, "audit": 0, "log": 0}
