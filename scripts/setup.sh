@@ -14,7 +14,8 @@
 #      (audit's JSON plugin: the tests feed it audtrace's output) and audispd-plugins
 #      (audisp-remote: the tests ship records to a private auditd with it), where apt has
 #      them, with the auditd plugins they ship left inactive when installed here (the tests
-#      run them on their own).
+#      run them on their own), logrotate (the tests rotate the daemon's log with it) and
+#      strace (they count the daemon's fsync calls).
 #      auditd's daemon is not started by the install (a temporary policy-rc.d denies it when
 #      the system has none); its unit is enabled by the package as usual, so it starts at the
 #      next boot unless you run `systemctl disable auditd`.
@@ -144,9 +145,10 @@ missing_packages() {
     done
     # the tests read audtrace's output with laurel as an auditd plugin would (Debian 12,
     # Ubuntu 22.04 on); a distribution without it skips those tests
-    # and ship records with audisp-remote as audtrace's plugin
+    # and ship records with audisp-remote as audtrace's plugin, and rotate the daemon's log
+    # with logrotate, and count its fsync calls with strace
     local t
-    for t in laurel audispd-plugins; do
+    for t in laurel audispd-plugins logrotate strace; do
         if ((want_test)) && ! installed "$t" && apt-cache show "$t" >/dev/null 2>&1; then
             echo "$t"
         fi

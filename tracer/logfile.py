@@ -473,6 +473,50 @@ class LogFile:
             return
         self.rotated_files += 1
 
+    def moved(self) -> bool:
+        """Whether the log's path no longer names the file being written: another program
+        (logrotate) renamed or removed it. The writes go on into that file meanwhile."""
+        if self.fd < 0 or not self.regular:
+            return False
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
+        try:
+            own = os.fstat(self.fd)
+        except OSError:
+            return False
+        return (st.st_dev, st.st_ino) != (own.st_dev, own.st_ino)
+
+    def reopen(self) -> bool:
+        """After another program renamed the log (logrotate's rename, then its postrotate
+        signal): the file written so far is made read-only as a rotated log and closed, and
+        the log is opened at its path again, created when missing, with the configured mode
+        and group whoever made it. Between two events, as a rotation. False if the new log
+        cannot be opened: suspended then, as a failed rotation."""
+        self._rotating = True
+        try:
+            if self.fd >= 0:
+                ro = 0o400 if self.policy.group is None else 0o440
+                with contextlib.suppress(OSError):
+                    os.fchmod(self.fd, ro)
+            self._close_fd()
+            try:
+                self._open()
+                if self.regular:        # whoever made it (logrotate's `create`)
+                    os.fchown(self.fd, -1, self.policy.group or 0)
+                    os.fchmod(self.fd, 0o600 if self.policy.group is None else 0o640)
+            except OSError as e:
+                self.suspended = True
+                self._trouble(e, "reopening after the log was moved")
+                return False
+        finally:
+            self._rotating = False
+        self.rotated_files += 1
+        return True
+
     def request_resume(self) -> None:
         """From a signal handler: resume at the next append."""
         self._resume_asked = True

@@ -1,8 +1,8 @@
 """`audtrace daemon` as systemd runs it: READY=1 on a real notify socket once every probe
-and rule is live, rotation by size under a storm, SIGUSR1, SIGHUP reload under a storm (no
-event lost or doubled, the new configuration in force), SIGTERM (audit state put back,
-exit 0), the disk-full actions on a small tmpfs, and the shipped unit through
-`systemd-analyze verify`."""
+and rule is live, rotation by size under a storm, SIGUSR1, the real logrotate with the
+shipped recipe, SIGHUP reload under a storm (no event lost or doubled, the new
+configuration in force), SIGTERM (audit state put back, exit 0), the disk-full actions on a
+small tmpfs, and the shipped unit through `systemd-analyze verify`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from helpers import (
 )
 from test_disk_full import (
     STORM,
+    _die_with_parent,
     ausearch_reads,
     fill,
     read_log,
@@ -574,3 +575,311 @@ def test_space_left_actions_on_a_small_disk(tmp_path):
             got = events(disk.path("audit.log")).kills
     assert (unwritten, 12) not in got
     assert d.summary()["log"] == 20
+
+
+@contextmanager
+def term_target() -> Iterator[int]:
+    """A process that ignores SIGTERM and SIGUSR2: the target of `kill --sig 15,12`."""
+    proc = subprocess.Popen([PYTHON, "-c", "import signal, sys\nfor s in (signal.SIGTERM,"
+                             " signal.SIGUSR2): signal.signal(s, signal.SIG_IGN)\n"
+                             "print(flush=True); sys.stdin.read()"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def ausearch_syscalls(path: Path, pid: int) -> int:
+    """How many SYSCALL records of `pid` the real ausearch finds in the file (0 if none)."""
+    r = subprocess.run(["ausearch", "-if", str(path), "-p", str(pid), "--raw"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode in (0, 1) and "Malformed" not in r.stderr, r.stderr[-2000:]
+    return sum(ln.startswith("type=SYSCALL") for ln in r.stdout.splitlines())
+
+
+SHIPPED_POSTROTATE = ("if systemctl -q is-active audtrace.service; then systemctl kill"
+                      " --signal=USR1 --kill-who=main audtrace.service; fi")
+
+
+def logrotate_conf(tmp_path: Path, log: Path, daemon_pid: int) -> Path:
+    """The shipped packaging/audtrace.logrotate for this log, its postrotate signalling this
+    daemon (systemctl needs systemd as PID 1, which this machine does not run)."""
+    text = (REPO / "packaging/audtrace.logrotate").read_text()
+    assert text.count("/var/log/audtrace/audit.log {") == 1 and SHIPPED_POSTROTATE in text
+    conf = tmp_path / "logrotate.conf"
+    conf.write_text(text.replace("/var/log/audtrace/audit.log {", f"{log} {{")
+                    .replace(SHIPPED_POSTROTATE, f"kill -USR1 {daemon_pid}"))
+    return conf
+
+
+@pytest.mark.skipif(not shutil.which("logrotate") or not shutil.which("ausearch"),
+                    reason="needs logrotate and ausearch (scripts/setup.sh --test)")
+def test_logrotate_with_the_shipped_recipe_loses_and_splits_nothing(tmp_path):
+    """The real logrotate, forced twice with the shipped recipe (its own state file), while
+    a storm runs across the first: logrotate renames audit.log, the daemon writes on into
+    the renamed file until postrotate's SIGUSR1, then opens a new audit.log. Every event is
+    in exactly one of audit.log, .1, .2 (none split), the real ausearch finds each file's,
+    the daemon writes on into the new file, rotated files read-only as auditd's."""
+    shipped = subprocess.run(["logrotate", "-d", "-s", str(tmp_path / "dry-state"),
+                              str(REPO / "packaging/audtrace.logrotate")],
+                             capture_output=True, text=True, timeout=60)
+    assert shipped.returncode == 0 and "error" not in shipped.stderr.lower(), shipped.stderr
+    log_dir = tmp_path / "log"
+    log = log_dir / "audit.log"
+    state = tmp_path / "logrotate.state"
+    with term_target() as target:
+        conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\n"
+                      f"max_log_file_action = ignore\n{QUIET}"
+                      f"trace = kill --sig 15,12 --target-pid {target}\n")
+        with daemon(conf) as d:
+            rotate = logrotate_conf(tmp_path, log, d.proc.pid)
+
+            def logrotate(nth: int) -> None:
+                r = subprocess.run(["logrotate", "-f", "-s", str(state), str(rotate)],
+                                   capture_output=True, text=True, timeout=60)
+                assert r.returncode == 0, r.stderr
+                assert wait_for(lambda: sum("reopened (SIGUSR1)" in s for s in d.stderr)
+                                == nth), d.text()
+
+            first = send(target, signal.SIGTERM, 5)
+            assert wait_for(lambda: events(log).kills.get((first, 15)) == 5), d.text()
+            with paced_storm(target, 2000) as s:
+                time.sleep(0.5)
+                logrotate(1)
+                time.sleep(0.5)
+            middle = send(target, signal.SIGTERM, 4)
+            assert wait_for(lambda: events(log).kills.get((middle, 15)) == 4), d.text()
+            logrotate(2)
+            last = send(target, signal.SIGTERM, 3)
+            assert wait_for(lambda: events(log).kills.get((last, 15)) == 3), d.text()
+            assert d.stop() == 0, d.text()
+    files = every_log(log_dir)
+    assert [p.name for p in files] == ["audit.log", "audit.log.1", "audit.log.2"], files
+    got = {p.name: events(p) for p in files}      # whole events, each one's records together
+    seen: set = set()
+    for p in files:
+        assert not got[p.name].serials & seen, f"an event in two files: {p}"
+        seen |= got[p.name].serials
+    kills: dict = {}
+    for e in got.values():
+        for k, n in e.kills.items():
+            kills[k] = kills.get(k, 0) + n
+    assert s["sent"] > 500
+    assert kills.get((s["pid"], 12)) == s["sent"], (s, kills.get((s["pid"], 12)))
+    assert got["audit.log.2"].kills.get((first, 15)) == 5
+    assert got["audit.log.1"].kills.get((middle, 15)) == 4
+    assert got["audit.log"].kills == {(last, 15): 3}
+    for p in files:
+        for pid in (first, middle, last, s["pid"]):
+            assert ausearch_syscalls(p, pid) == sum(
+                n for (sender, _sig), n in got[p.name].kills.items() if sender == pid), (p, pid)
+    assert {p.name: p.stat().st_mode & 0o777 for p in files} == {
+        "audit.log": 0o600, "audit.log.1": 0o400, "audit.log.2": 0o400}
+    assert d.summary() == {"ebpf": 0, "audit": 0, "log": 0}
+    assert not d.said("Traceback")
+
+
+@contextmanager
+def private_syslog() -> Iterator[tuple[int, list[str]]]:
+    """A mount namespace whose /dev is a tmpfs of its own (null, zero, random and urandom
+    made in it) with the test's syslog socket at /dev/log, read all along: a daemon run in
+    it (`daemon(conf, mount_ns_of=pid)`) logs there. The system's /dev is never touched.
+    Yields the namespace holder's pid and the messages received."""
+    if not shutil.which("unshare") or not shutil.which("nsenter"):
+        pytest.skip("needs unshare and nsenter (util-linux)")
+    script = ("mount -t tmpfs -o mode=755 audtrace-test-dev /dev && for d in 'null 3' 'zero 5'"
+              " 'random 8' 'urandom 9'; do set -- $d; mknod -m 666 /dev/$1 c 1 $2 || exit 1;"
+              " done && echo ready && exec sleep 600")
+    holder = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                               script], stdout=subprocess.PIPE, text=True,
+                              preexec_fn=_die_with_parent)
+    received: list[str] = []
+    stop = threading.Event()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        assert holder.stdout.readline() == "ready\n", "could not make the private /dev"
+        sock.bind(f"/proc/{holder.pid}/root/dev/log")
+        sock.settimeout(0.1)
+
+        def serve() -> None:
+            while not stop.is_set():
+                with suppress(TimeoutError):
+                    received.append(sock.recv(65536).decode(errors="replace"))
+
+        reader = threading.Thread(target=serve, daemon=True)
+        reader.start()
+        yield holder.pid, received
+        stop.set()
+        reader.join(timeout=5)
+    finally:
+        stop.set()
+        sock.close()
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("action", ["ignore", "syslog", "suspend", "rotate", "keep_logs"])
+def test_max_log_file_action(tmp_path, action):
+    """max_log_file = 1 (MiB), num_logs = 2 and a storm of about 2.7 MiB, under each of
+    auditd.conf(5)'s max_log_file_action values: IGNORE writes on into one file; SYSLOG too,
+    with one warning to syslog; SUSPEND stops writing at the limit, the rest counted lost;
+    ROTATE keeps num_logs files, losing the oldest; KEEP_LOGS rotates past num_logs, losing
+    nothing. A rotated or suspended log ends with the event that reached the limit."""
+    log_dir = tmp_path / "log"
+    log = log_dir / "audit.log"
+    with ExitStack() as stack:
+        target = stack.enter_context(usr2_target())
+        ns, syslogged = stack.enter_context(private_syslog()) if action == "syslog" \
+            else (None, [])
+        conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\nmax_log_file = 1\n"
+                      f"max_log_file_action = {action}\nnum_logs = 2\n{QUIET}"
+                      f"{kill_line(target)}")
+        with daemon(conf, mount_ns_of=ns) as d:
+            sender = storm(target, STORM)
+            marker = send(target, signal.SIGUSR2, 1)    # after the storm: the last event
+            if action == "suspend":
+                assert wait_for(lambda: d.said("writing suspended")), d.text()
+                time.sleep(1.5)
+            else:
+                assert wait_for(lambda: events(log).kills.get((marker, 12)) == 1,
+                                timeout=30), d.text()
+            assert d.stop() == 0, d.text()
+    files = every_log(log_dir)
+    got = {p.name: events(p) for p in files}        # whole events, each one's records together
+    written = sum(e.kills.get((sender, 12), 0) for e in got.values())
+    lost = d.summary()
+    for p in files:
+        ausearch_reads(p)
+    size = {p.name: p.stat().st_size for p in files}
+    limit, event_max = 1 << 20, 4096
+
+    def at_limit(name: str) -> bool:
+        return limit <= size[name] < limit + event_max
+
+    names = [p.name for p in files]
+    if action in ("ignore", "syslog"):
+        assert names == ["audit.log"] and size["audit.log"] > 2 * limit
+        assert written == STORM and lost["log"] == 0
+    if action == "syslog":
+        warned = [m for m in syslogged if "at max_log_file" in m]
+        assert len(warned) == 1 and "audtrace[" in warned[0], syslogged
+    if action == "suspend":
+        assert names == ["audit.log"] and at_limit("audit.log")
+        assert 0 < written < STORM and written + lost["log"] == STORM + 1, (written, lost)
+    if action == "rotate":                  # the oldest given up, not counted: auditd's way
+        assert names == ["audit.log", "audit.log.1"] and at_limit("audit.log.1")
+        assert 0 < written < STORM and lost["log"] == 0
+    if action == "keep_logs":               # past num_logs, nothing given up
+        assert names[:4] == ["audit.log", "audit.log.1", "audit.log.2", "audit.log.3"][
+            :len(names)] and len(names) >= 3
+        assert all(at_limit(n) for n in names if n != "audit.log")
+        assert written == STORM and lost["log"] == 0
+    assert lost["ebpf"] == 0 and not d.said("Traceback")
+
+
+@pytest.mark.skipif(not shutil.which("ausearch"), reason="needs ausearch (auditd)")
+@pytest.mark.parametrize("name_format", ["user", "hostname", "none"])
+def test_name_format_puts_node_first_and_ausearch_node_finds_it(tmp_path, name_format):
+    """name_format as auditd writes it: `node=NAME type=...` on every line (USER: `name`,
+    HOSTNAME: gethostname()); the real `ausearch --node NAME` finds each event, another
+    name none. NONE: no node= anywhere."""
+    node = {"user": "audtrace-test-node", "hostname": socket.gethostname(), "none": None}[
+        name_format]
+    log = tmp_path / "audit.log"
+    name = "name = audtrace-test-node\n" if name_format == "user" else ""
+    with usr2_target() as target:
+        conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\nname_format = "
+                      f"{name_format}\n{name}{QUIET}{kill_line(target)}")
+        with daemon(conf) as d:
+            sender = send(target, signal.SIGUSR2, 4)
+            assert wait_for(lambda: events(log).kills.get((sender, 12)) == 4), d.text()
+            assert d.stop() == 0, d.text()
+    lines = log.read_text().splitlines()
+    assert len(lines) >= 12
+    if node is None:
+        assert not any("node=" in ln for ln in lines), lines[:3]
+        return
+    assert all(ln.startswith(f"node={node} type=") for ln in lines), lines[:3]
+
+    def found(name: str) -> int:
+        r = subprocess.run(["ausearch", "-if", str(log), "--node", name, "-p", str(sender),
+                            "--raw"], capture_output=True, text=True, timeout=60)
+        assert r.returncode in (0, 1) and "Malformed" not in r.stderr, r.stderr
+        return sum(ln.startswith(f"node={node} type=SYSCALL") for ln in r.stdout.splitlines())
+
+    assert found(node) == 4
+    assert found("not-" + node) == 0
+
+
+def log_fd(pid: int, log: Path) -> tuple[int, int]:
+    """The daemon's descriptor of its log and its open flags, as the kernel reports them."""
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            if os.readlink(fd) == str(log):
+                info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+                flags = next(ln for ln in info.splitlines() if ln.startswith("flags:"))
+                return int(fd.name), int(flags.split()[1], 8)
+        except FileNotFoundError:
+            continue
+    raise AssertionError(f"{log} is not open in {pid}")
+
+
+@contextmanager
+def fsyncs(pid: int) -> Iterator[list[int]]:
+    """The real strace on every thread of pid: once the block ends, the list holds the fd
+    of each fsync/fdatasync call made meanwhile."""
+    import re
+
+    out = Path(tempfile.mkdtemp(prefix="audtrace-strace-")) / "trace"
+    proc = subprocess.Popen(["strace", "-f", "-e", "trace=fsync,fdatasync", "-o", str(out),
+                             "-p", str(pid)], stderr=subprocess.PIPE, text=True)
+    got: list[int] = []
+    try:
+        line = proc.stderr.readline()
+        assert "attached" in line, line
+        yield got
+    finally:
+        proc.send_signal(signal.SIGINT)         # detaches
+        proc.wait(timeout=30)
+        text = out.read_text() if out.exists() else ""
+        shutil.rmtree(out.parent, ignore_errors=True)
+    got += [int(m[1]) for m in re.finditer(r"\b(?:fsync|fdatasync)\((\d+)\)", text)]
+
+
+O_DSYNC, O_SYNC = os.O_DSYNC, os.O_SYNC         # O_SYNC includes O_DSYNC's bit
+
+
+@pytest.mark.skipif(not shutil.which("strace") or not shutil.which("ausearch"),
+                    reason="needs strace and ausearch (scripts/setup.sh --test)")
+@pytest.mark.parametrize("flush", ["none", "incremental", "incremental_async", "data", "sync"])
+def test_flush_and_freq(tmp_path, flush):
+    """flush as auditd.conf(5) gives it, seen from the kernel's side: DATA and SYNC open the
+    log O_DSYNC and O_SYNC; INCREMENTAL and INCREMENTAL_ASYNC (on a thread of its own) call
+    fsync on the log every `freq` (3) events, NONE, DATA and SYNC never (strace counts the
+    calls). Every event is in the log, read by the real ausearch, while the daemon runs;
+    a burst sent right before SIGTERM is all written at exit."""
+    log = tmp_path / "audit.log"
+    freq, n = 3, 6
+    with usr2_target() as target:
+        conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\nflush = {flush}\n"
+                      f"freq = {freq}\n{QUIET}{kill_line(target)}")
+        with daemon(conf) as d:
+            fd, flags = log_fd(d.proc.pid, log)
+            senders = []
+            with fsyncs(d.proc.pid) as calls:
+                for _ in range(n):          # one event a write: one at a time
+                    senders.append(send(target, signal.SIGUSR2, 1))
+                    assert wait_for(lambda: events(log).kills.get((senders[-1], 12)) == 1), \
+                        d.text()
+                time.sleep(0.5)             # the asynchronous flush's last call
+            assert all(ausearch_syscalls(log, s) == 1 for s in senders)
+            burst = send(target, signal.SIGUSR2, 300)
+            assert d.stop() == 0, d.text()
+    assert flags & O_SYNC == {"data": O_DSYNC, "sync": O_SYNC}.get(flush, 0), oct(flags)
+    on_log = [c for c in calls if c == fd]
+    assert len(on_log) == (n // freq if flush.startswith("incremental") else 0), calls
+    assert events(log).kills.get((burst, 12)) == 300
+    assert d.summary() == {"ebpf": 0, "audit": 0, "log": 0}

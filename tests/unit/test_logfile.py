@@ -311,3 +311,38 @@ def test_space_left_acts_once_while_below_and_again_after_coming_back(tmp_path) 
     assert lf.append(batch(7, 2)) == 2               # this batch is written, then suspended
     assert lf.suspended and "admin_space_left 10%" in notes[-1]
     assert lf.append(batch(9, 2)) == 0
+
+
+def test_a_log_renamed_by_another_program_is_written_on_until_reopened(tmp_path) -> None:
+    """logrotate's way: it renames the log, then signals; the events written between the
+    two go on into the renamed file, whole, and the reopened log starts empty at the path,
+    0600 whatever mode the program that made it gave it."""
+    lf, _disk, _notes, _ = log(tmp_path)
+    path = tmp_path / "audit.log"
+    assert lf.append(batch(1, 3)) == 3
+    assert not lf.moved()
+    os.rename(path, tmp_path / "audit.log.1")
+    assert lf.moved()
+    assert lf.append(batch(4, 2)) == 2                  # before the signal
+    assert lf.reopen() and not lf.moved()
+    assert lf.append(batch(6, 1)) == 1
+    assert serials(tmp_path / "audit.log.1") == [1, 2, 3, 4, 5]
+    assert serials(path) == [6]
+    assert stat.S_IMODE((tmp_path / "audit.log.1").stat().st_mode) == 0o400
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    # logrotate's `create 0644` made the new file: the configured mode is put back
+    os.rename(path, tmp_path / "audit.log.2")
+    path.touch(mode=0o644)
+    assert lf.moved() and lf.reopen()
+    assert lf.append(batch(7, 1)) == 1
+    assert serials(path) == [7] and stat.S_IMODE(path.stat().st_mode) == 0o600
+    lf.close()
+
+
+def test_a_log_in_place_is_not_moved(tmp_path) -> None:
+    lf, _disk, _notes, _ = log(tmp_path)
+    lf.append(batch(1, 1))
+    (tmp_path / "audit.log").unlink()
+    assert lf.moved()                                   # removed counts as moved away
+    lf.close()
+    assert not lf.moved()                               # nothing open: nothing to say

@@ -4,7 +4,8 @@ A Session of several parts (one per slot, tracer/daemon/slots.py) whose log is t
 configuration's (output.py), with auditd's signals:
 
 - SIGHUP reloads the configuration and the rules without a gap (reload.py);
-- SIGUSR1 rotates the log now, between two events;
+- SIGUSR1 rotates the log now, between two events, or, when another program (logrotate)
+  has renamed it already, opens a new log at its path;
 - SIGUSR2 resumes a log its disk-full or disk-error action suspended (`auditd resume`);
 - SIGTERM and SIGINT write what is waiting, put the kernel's audit state back, exit 0.
 
@@ -93,6 +94,11 @@ class Daemon(Session):
         log = self.sink.log
         if log is None:
             notice("SIGUSR1: no log to rotate (write_logs = no)")
+        elif log.moved():
+            # logrotate renamed it and signals after: what was written is where it put it,
+            # a new log starts at the path (renaming again would shift its files)
+            if log.reopen():
+                notice(f"{log.path} reopened (SIGUSR1): the log had been moved away")
         elif log.policy.num_logs < 2:
             notice("SIGUSR1: num_logs is below 2: nothing to rotate to")
         elif log.rotate():
