@@ -219,3 +219,48 @@ def test_the_tracefs_mount_of_a_killed_ebpf_run_goes(then, tracers, tmp_path):
     assert "unmounted tracefs at /sys/kernel/tracing" in report, report
     assert kernel_state() == before
     assert_nothing_of(pid)
+
+
+DEBUGFS = Path("/sys/kernel/debug")
+
+
+@pytest.fixture
+def debugfs_mounted():
+    """debugfs mounted at /sys/kernel/debug, as systemd mounts it: mounted for the test when
+    it is not (and unmounted after, with any tracefs left below it)."""
+    mounts = tracing_mounts()
+    if any(m.split()[1:3] == [f"{DEBUGFS}/tracing", "tracefs"] for m in mounts):
+        pytest.skip("tracefs is mounted below debugfs already: the test cannot see whether"
+                    " audtrace leaves it")
+    ours = not any(m.split()[1:3] == [str(DEBUGFS), "debugfs"] for m in mounts)
+    if ours:
+        subprocess.run(["mount", "-t", "debugfs", "debugfs", str(DEBUGFS)], check=True)
+    try:
+        yield
+    finally:
+        if ours:
+            subprocess.run(["umount", f"{DEBUGFS}/tracing"], capture_output=True)
+            subprocess.run(["umount", str(DEBUGFS)], check=True)
+
+
+@pytest.mark.parametrize("end", ["sigterm", "sigkill-then-cleanup"])
+def test_the_tracefs_the_kernel_mounts_below_debugfs_goes(end, debugfs_mounted, tracers,
+                                                          tmp_path):
+    """BCC looks up tracepoints below /sys/kernel/debug/tracing when it exists, and the
+    kernel then mounts tracefs there for good: audtrace's to remove, on every exit path."""
+    before = kernel_state()
+    automount = [f"{DEBUGFS}/tracing", "tracefs"]
+    args = ["kill", "--sig", "10", "--duration", "30"]
+    if end == "sigterm":
+        t = tracers(args, tmp_path / "run.log")
+        assert any(m.split()[1:3] == automount for m in tracing_mounts()), \
+            "the kernel mounted no tracefs below debugfs (nothing to test)"
+        assert t.stop() == 0
+    else:
+        pid, _ = killed(tracers, args, tmp_path / "killed.log")
+        assert any(m.split()[1:3] == automount for m in tracing_mounts())
+        r = run(["cleanup"])
+        assert r.returncode == 0, r.stderr
+        assert f"unmounted tracefs at {DEBUGFS}/tracing" in r.stdout, r.stdout
+        assert_nothing_of(pid)
+    assert kernel_state() == before

@@ -1,7 +1,8 @@
 """What audtrace needs of the system to compile and attach BPF, set up and put back.
 
 - tracefs: BCC reads tracepoint formats and ids there; mounted when missing, unmounted at exit
-  (recorded in the journal first: see journal.py).
+  (recorded in the journal first: see journal.py); so is the tracefs the kernel mounts below
+  debugfs when BCC looks there.
 - a kernel header tree: BCC refuses to compile without one. The running kernel's own tree is
   used when installed. Otherwise a distribution header tree is presented to the compiler
   (Debian splits it into -<flavour> and -common packages, merged here with symlinks in a
@@ -40,28 +41,44 @@ def tracefs_root() -> Path | None:
     return None
 
 
+def _hold_tracing_automount(holder: str, mine: journal.Journal) -> bool:
+    """Where debugfs is mounted (systemd mounts it), the kernel mounts tracefs at its
+    `tracing` the first time a path below it is looked up, and leaves it there. BCC's C side
+    reads tracepoint ids there whenever the path exists, and so does tracefs_root(): recorded
+    as audtrace's mount before anything looks, it goes with the last run that holds it. One
+    there already is joined when an audtrace run made it, else left alone."""
+    point = str(DEBUGFS_TRACING)
+    if cleanup.is_mounted(point, "tracefs"):
+        return journal.hold_mount(holder, point, "tracefs", join=True)
+    if not cleanup.is_mounted(str(DEBUGFS_TRACING.parent), "debugfs"):
+        return False
+    mine.mounts[point] = journal.Held({"fstype": "tracefs"}, [holder])
+    journal.hold_mount(holder, point, "tracefs", join=False)
+    return True
+
+
 @contextlib.contextmanager
 def tracefs_mounted(notice) -> Iterator[Path]:
     """Yield the tracefs root, mounting tracefs for the duration when it is not mounted.
 
     The mount is in the journal before it is made, so a run killed meanwhile does not leave
     it for good; a run that finds it made by another run holds it too, and it goes with the
-    last of them (cleanup.leave). A tracefs mounted by anyone else is left alone."""
+    last of them (cleanup.leave). A tracefs mounted by anyone else is left alone. So is
+    debugfs's automount of tracefs, which BCC triggers (_hold_tracing_automount)."""
     holder = journal.new_holder()
-    root = tracefs_root()
-    if root is not None:
-        if not journal.hold_mount(holder, str(root), "tracefs", join=True):
-            yield root      # not audtrace's mount: left alone
-            return
-        try:
-            yield root
-        finally:
-            cleanup.leave(holder, journal.Journal(), notice)
-        return
-    # `mine` unmounts it at exit also when the journal's lock was not had in time
-    mine = journal.Journal(mounts={str(TRACEFS): journal.Held({"fstype": "tracefs"}, [holder])})
-    journal.hold_mount(holder, str(TRACEFS), "tracefs", join=False)
+    # `mine` unmounts at exit what this run mounted, also when the journal's lock was not
+    # had in time
+    mine = journal.Journal()
+    held = _hold_tracing_automount(holder, mine)
     try:
+        root = tracefs_root()
+        if root is not None:
+            held = journal.hold_mount(holder, str(root), "tracefs", join=True) or held
+            yield root      # not audtrace's mount (unless joined): left alone
+            return
+        mine.mounts[str(TRACEFS)] = journal.Held({"fstype": "tracefs"}, [holder])
+        journal.hold_mount(holder, str(TRACEFS), "tracefs", join=False)
+        held = True
         if _libc.mount(b"nodev", str(TRACEFS).encode(), b"tracefs", 0, None) != 0:
             err = ctypes.get_errno()
             raise OSError(err, f"cannot mount tracefs at {TRACEFS}: {os.strerror(err)}")
@@ -70,7 +87,8 @@ def tracefs_mounted(notice) -> Iterator[Path]:
         notice(f"mounted tracefs at {TRACEFS} (unmounted at exit)")
         yield TRACEFS
     finally:
-        cleanup.leave(holder, mine, notice)
+        if held:
+            cleanup.leave(holder, mine, notice)
 
 
 @dataclass
