@@ -4,6 +4,9 @@
 - `@pytest.mark.kernel` tests are skipped, with the reason, unless root with kernel BTF.
 - `@pytest.mark.kprobe` tests are skipped, with the reason, unless root on a kernel with
   kprobes (detected as `audtrace doctor` does); vagrant/vm-lane runs them on a stock kernel.
+- `@pytest.mark.systemd` tests are skipped, with the reason, unless systemd is PID 1;
+  vagrant/vm-lane's `systemd` run hands its guest's PID 1 to systemd and sets
+  AUDTRACE_REQUIRE_SYSTEMD=1, which turns that skip into a failure.
 - Every session checks that it left kernel audit as it found it (enabled flag and rules).
 """
 
@@ -42,6 +45,18 @@ def _kprobe_skip_reason() -> str | None:
     return None if ok else f"needs kprobes, this kernel has none ({why}); runs in vagrant/vm-lane"
 
 
+def _systemd_skip_reason() -> str | None:
+    """sd_booted(3)'s test: /run/systemd/system exists only where systemd is PID 1."""
+    if Path("/run/systemd/system").is_dir():
+        return None
+    try:
+        init = Path("/proc/1/comm").read_text().strip()
+    except OSError:
+        init = "unknown"
+    return (f"needs systemd as PID 1 (PID 1 here is {init!r}); runs in vagrant/vm-lane"
+            " (--systemd)")
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     reason = _kernel_skip_reason()
     kprobe = _kprobe_skip_reason()
@@ -49,7 +64,8 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
         f"kernel: {os.uname().release}, euid {os.geteuid()}, "
         f"BTF {'yes' if BTF_VMLINUX.exists() else 'no'}, "
         f"kernel tests: {'skipped, ' + reason if reason else 'run'}, "
-        f"kprobe tests: {'skipped, ' + kprobe if kprobe else 'run'}"
+        f"kprobe tests: {'skipped, ' + kprobe if kprobe else 'run'}, "
+        f"systemd tests: {'skipped' if _systemd_skip_reason() else 'run'}"
     ]
 
 
@@ -62,6 +78,13 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
         reason = _kprobe_skip_reason()
         if reason:
             pytest.skip(f"kprobe test: {reason}")
+    if item.get_closest_marker("systemd") is not None:
+        reason = _systemd_skip_reason()
+        if reason and os.environ.get("AUDTRACE_REQUIRE_SYSTEMD") == "1":
+            pytest.fail(f"systemd test: {reason}, though AUDTRACE_REQUIRE_SYSTEMD=1",
+                        pytrace=False)
+        if reason:
+            pytest.skip(f"systemd test: {reason}")
 
 
 @pytest.fixture

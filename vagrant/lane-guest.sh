@@ -10,6 +10,17 @@
 # pytest once and leave LABEL.xml (JUnit) and LABEL.rc in /mnt/run. Powers off at the end;
 # if this script dies, the kernel panics and reboots, which ends qemu (-no-reboot) without an
 # .rc file, and the host reports the run as not finished.
+#
+# `lane_systemd LABEL [VAR=VALUE...] -- PYTEST-ARGS...` lines are the same runs with systemd
+# as PID 1 (what `systemctl` needs), made after every lane_run, in the same boot: this script
+# writes them into a oneshot unit (audtrace-lane.service: the same lane_run, its output on the
+# console, AUDTRACE_REQUIRE_SYSTEMD=1 so that a test marked `systemd` fails rather than skips)
+# and a target wanting basic.target and that unit only (not multi-user.target: no auditd, no
+# getty), then execs /lib/systemd/systemd with --unit= that target. The mounts and /audtrace
+# stay. The unit powers the guest off once done, whatever its result (SuccessAction,
+# FailureAction); systemd crashing reboots (--crash-reboot), and so does a kernel soft lockup
+# (softlockup_panic, panic=-1), which ends qemu too; any other hang is ended by the host's
+# timeout. The guest's disk is a snapshot: what is written into /etc goes with the boot.
 # shellcheck disable=SC2317  # the functions run (trap, plan.sh); the {} hides it from shellcheck
 # The body is one { } block: bash reads it whole before running it, so an edit of this file
 # on the host during a run cannot change what the running guest does.
@@ -66,9 +77,62 @@ sys.exit(pytest.main())' -p no:cacheprovider --junitxml="/mnt/run/$label.xml" \
     say "run $label: exit $rc after $((SECONDS - started)) s"
 }
 
+systemd_runs=()     # the lane_systemd lines, as lane_run calls, for the unit made at the end
+lane_systemd() {
+    systemd_runs+=("$(printf '%q ' lane_run "$@")")
+    say "run $1: after the others, with systemd as PID 1"
+}
+
+# Hands PID 1 over to systemd, which makes the lane_systemd runs and powers off.
+systemd_handover() {
+    local dir=/var/lib/audtrace-lane units=/etc/systemd/system
+    mkdir -p "$dir"
+    {
+        echo 'set -u'
+        # systemd-sysctl has set procps's console level again: kernel chatter off the console
+        echo 'echo 1 >/proc/sys/kernel/printk'
+        # a soft lockup (both CPUs stuck in the kernel for minutes, seen once under emulation
+        # as systemd and the daemon loaded BPF programs) panics, with every CPU's backtrace
+        # and the kernel log on the console; panic=-1 then ends qemu at once
+        echo 'sysctl -qw kernel.softlockup_all_cpu_backtrace=1 kernel.panic_print=32' \
+            'kernel.softlockup_panic=1'
+        declare -px PATH HOME LANG TERM AUDTRACE_TEST_START_TIMEOUT
+        echo 'export AUDTRACE_REQUIRE_SYSTEMD=1'
+        declare -f say lane_run
+        printf '%s\n' "${systemd_runs[@]}"
+        echo 'sync'
+        echo 'say "runs under systemd done: powering off"'
+    } >"$dir/runs.sh"
+    printf '%s\n' "[Unit]" \
+        "Description=audtrace lane: the pytest runs that need systemd as PID 1" \
+        "# no hard dependency: whatever failed before, the runs are made and the guest ends" \
+        "DefaultDependencies=no" "Wants=basic.target" "After=basic.target" \
+        "Conflicts=shutdown.target" "Before=shutdown.target" \
+        "SuccessAction=poweroff-force" "FailureAction=poweroff-force" "" \
+        "[Service]" "Type=oneshot" "ExecStart=/bin/bash $dir/runs.sh" \
+        "StandardInput=null" "StandardOutput=tty" "StandardError=inherit" \
+        "TTYPath=/dev/console" >"$units/audtrace-lane.service"
+    printf '%s\n' "[Unit]" \
+        "Description=audtrace lane: basic.target and the runs, nothing of multi-user.target" \
+        "DefaultDependencies=no" "AllowIsolate=yes" "Wants=audtrace-lane.service" \
+        >"$units/audtrace-lane.target"
+    # a machine id: without one systemd counts a first boot, and systemd-firstboot would
+    # prompt on the console for ever
+    systemd-machine-id-setup >/dev/null
+    ln -sf /dev/null "$units/systemd-firstboot.service"
+    # journald's audit socket would make journald turn kernel audit on and read its records;
+    # the tests check that audit is left as they found it
+    ln -sf /dev/null "$units/systemd-journald-audit.socket"
+    sync
+    say "handing PID 1 over to systemd for ${#systemd_runs[@]} run(s)"
+    exec /lib/systemd/systemd --unit=audtrace-lane.target --crash-reboot
+    say "cannot exec /lib/systemd/systemd"     # then the EXIT trap powers off
+}
+
 # shellcheck source=/dev/null  # written by vagrant/vm-lane for this boot
 . /mnt/run/plan.sh
 sync
+((${#systemd_runs[@]})) && systemd_handover
 say "done"
 exit
 }
