@@ -7,7 +7,9 @@
 # (Debian's BCC, pytest, click, pyroute2 + an orjson wheel), so the real ./audtrace launcher
 # and the tests run unchanged and nothing is fetched. Then sources
 # /mnt/run/plan.sh, whose `lane_run LABEL [VAR=VALUE...] -- PYTEST-ARGS...` lines each run
-# pytest once and leave LABEL.xml (JUnit) and LABEL.rc in /mnt/run. Powers off at the end;
+# pytest once and leave LABEL.xml (JUnit) and LABEL.rc in /mnt/run, and whose
+# `lane_cmd LABEL [VAR=VALUE...] -- CMD...` lines run CMD in /audtrace (the benchmark:
+# `vagrant/vm-lane --bench`), output on the console, and leave LABEL.rc. Powers off at the end;
 # if this script dies, the kernel panics and reboots, which ends qemu (-no-reboot) without an
 # .rc file, and the host reports the run as not finished.
 # shellcheck disable=SC2317  # the functions run (trap, plan.sh); the {} hides it from shellcheck
@@ -64,6 +66,19 @@ sys.exit(pytest.main())' -p no:cacheprovider --junitxml="/mnt/run/$label.xml" \
     rc=$?
     echo "$rc" >"/mnt/run/$label.rc"
     say "run $label: exit $rc after $((SECONDS - started)) s"
+}
+
+lane_cmd() {
+    local label=$1 envs=() started=$SECONDS rc
+    shift
+    while (($#)) && [[ $1 != -- ]]; do envs+=("$1"); shift; done
+    shift
+    say "run $label: ${envs[*]} $* (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    (cd /audtrace && env "${envs[@]}" PYTHONDONTWRITEBYTECODE=1 "$@")
+    rc=$?
+    echo "$rc" >"/mnt/run/$label.rc"
+    say "run $label: exit $rc after $((SECONDS - started)) s" \
+        "(load average $(cut -d' ' -f1-3 /proc/loadavg))"
 }
 
 # shellcheck source=/dev/null  # written by vagrant/vm-lane for this boot
