@@ -639,11 +639,14 @@ def latency_function(loop: Path, work: Path, scale: Scale) -> dict:
     from audtrace.tracer.ebpf import features
 
     fn = LATENCY_FUNCTION.get(platform.machine())
-    mech, why = features.function_mechanism("auto")
-    if fn is None or mech is None:
-        return {"skipped": why if mech is None else f"no function known on {platform.machine()}"}
+    if fn is None:
+        return {"skipped": f"no function known on {platform.machine()}"}
     if not features.kernel_function_exists(fn):
         return {"skipped": f"no kernel function {fn}"}
+    # what audtrace picks for this function (fentry needs the function in the kernel's BTF)
+    mech, why = features.function_mechanism("auto", fn)
+    if mech is None:
+        return {"skipped": why}
     conds = ["none", "audtrace-function"]
     # by kprobe too when audtrace picks fentry: the same mechanism as funclatency's
     if mech == "fentry" and features.function_mechanism("kprobe")[0] == "kprobe":
@@ -652,7 +655,7 @@ def latency_function(loop: Path, work: Path, scale: Scale) -> dict:
     if have_bcc:
         conds.append("funclatency")
     res = _latency_rounds(tuple(conds), "latency-function", loop, work, scale)
-    res["function"], res["via"] = fn, mech
+    res["function"], res["via"], res["via_why"] = fn, mech, why
     if have_bcc:
         # the target is on what audtrace picks; the kprobe figure is in the table beside it
         res["share_of_funclatency_added"] = _share(res["rounds"], "audtrace-function",
