@@ -654,7 +654,8 @@ def latency_function(loop: Path, work: Path, scale: Scale) -> dict:
     have_bcc = Path(FUNCLATENCY).exists()
     if have_bcc:
         conds.append("funclatency")
-    res = _latency_rounds(tuple(conds), "latency-function", loop, work, scale)
+    with harness.debugfs_mounted() if have_bcc else contextlib.nullcontext():
+        res = _latency_rounds(tuple(conds), "latency-function", loop, work, scale)
     res["function"], res["via"], res["via_why"] = fn, mech, why
     if have_bcc:
         # the target is on what audtrace picks; the kprobe figure is in the table beside it

@@ -130,8 +130,11 @@ class Audtrace:
 def start_tool(cmd: list[str], ready: str, timeout: float = START_TIMEOUT) -> Audtrace:
     """Start a tracer and return once a stderr or stdout line starts with `ready`."""
     t0 = time.monotonic()
+    # bcc's tools are Python and print their ready line without a flush: unbuffered, or the
+    # line waits in a pipe buffer until they exit
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     tr = Audtrace(proc, Path(cmd[-1]), 0.0)
     seen = threading.Event()
@@ -184,6 +187,26 @@ def tool(cmd: list[str], ready: str) -> Iterator[Audtrace]:
         yield tr
     finally:
         tr.stop()
+
+
+DEBUGFS = Path("/sys/kernel/debug")
+
+
+@contextlib.contextmanager
+def debugfs_mounted() -> Iterator[None]:
+    """debugfs at /sys/kernel/debug for the duration, when it is not mounted there: bcc's
+    attach_kprobe(event_re=...) (funclatency) reads its kprobes/blacklist. Unmounted after,
+    with the tracefs the kernel automounts under it when that was touched."""
+    if os.path.ismount(DEBUGFS):
+        yield
+        return
+    subprocess.run(["mount", "-t", "debugfs", "debugfs", str(DEBUGFS)], check=True, timeout=30)
+    try:
+        yield
+    finally:
+        if os.path.ismount(DEBUGFS / "tracing"):
+            subprocess.run(["umount", str(DEBUGFS / "tracing")], check=False, timeout=30)
+        subprocess.run(["umount", str(DEBUGFS)], check=True, timeout=30)
 
 
 # ---- kernel audit and auditd ----------------------------------------------------------------
