@@ -112,7 +112,9 @@ def _syscall_latency(by_name: dict[str, Check]) -> str:
 def _function_latency(fentry: Check, kprobes: Check) -> str:
     """The order `latency --function` tries them in (features.function_mechanism)."""
     if fentry.ok:
-        return "fentry/fexit"
+        # fentry attaches by BTF: a function it does not describe is reached by kprobe
+        return ("fentry/fexit; kprobe/kretprobe for a function BTF does not describe"
+                if kprobes.ok else "fentry/fexit (functions BTF describes)")
     if kprobes.ok:
         return "kprobe/kretprobe (no fentry: " + fentry.detail + ")"
     return f"unavailable: no fentry ({fentry.detail}), no kprobes ({kprobes.detail})"

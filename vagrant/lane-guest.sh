@@ -7,7 +7,9 @@
 # (Debian's BCC, pytest, click, pyroute2 + an orjson wheel), so the real ./audtrace launcher
 # and the tests run unchanged and nothing is fetched. Then sources
 # /mnt/run/plan.sh, whose `lane_run LABEL [VAR=VALUE...] -- PYTEST-ARGS...` lines each run
-# pytest once and leave LABEL.xml (JUnit) and LABEL.rc in /mnt/run. Powers off at the end;
+# pytest once and leave LABEL.xml (JUnit) and LABEL.rc in /mnt/run, and whose
+# `lane_cmd LABEL [VAR=VALUE...] -- CMD...` lines run CMD in /audtrace (the benchmark:
+# `vagrant/vm-lane --bench`), output on the console, and leave LABEL.rc. Powers off at the end;
 # if this script dies, the kernel panics and reboots, which ends qemu (-no-reboot) without an
 # .rc file, and the host reports the run as not finished.
 #
@@ -127,6 +129,19 @@ systemd_handover() {
     say "handing PID 1 over to systemd for ${#systemd_runs[@]} run(s)"
     exec /lib/systemd/systemd --unit=audtrace-lane.target --crash-reboot
     say "cannot exec /lib/systemd/systemd"     # then the EXIT trap powers off
+}
+
+lane_cmd() {
+    local label=$1 envs=() started=$SECONDS rc
+    shift
+    while (($#)) && [[ $1 != -- ]]; do envs+=("$1"); shift; done
+    shift
+    say "run $label: ${envs[*]} $* (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    (cd /audtrace && env "${envs[@]}" PYTHONDONTWRITEBYTECODE=1 "$@")
+    rc=$?
+    echo "$rc" >"/mnt/run/$label.rc"
+    say "run $label: exit $rc after $((SECONDS - started)) s" \
+        "(load average $(cut -d' ' -f1-3 /proc/loadavg))"
 }
 
 # shellcheck source=/dev/null  # written by vagrant/vm-lane for this boot

@@ -22,12 +22,15 @@ The parts (see README.md, "Performance"):
   latency     `audtrace latency`'s cost per timed call beside bcc's syscount -L, by the
               mechanism audtrace picks and by each it can be asked for;
   latency-function
-              `audtrace latency --function` beside bcc's funclatency, where the kernel has
-              kprobes or fentry (the stock-kernel lane, vagrant/);
+              `audtrace latency --function` beside bcc's funclatency (kprobe/kretprobe),
+              where the kernel has kprobes or fentry (the stock-kernel lane, vagrant/), by
+              the mechanism audtrace picks and, where that is fentry, by kprobe as well;
   audit-cost  what an audit rule on getppid adds per call, as `audtrace latency --audit-cost`
               reports it, beside the C loop's own CPU time with and without the rule (a real
               auditd logging both).
-Prints tables of ratios, writes every raw number as JSON.
+Prints tables of ratios, writes every raw number as JSON. --rounds, --calls and --reps change
+the scale of the parts that time a C loop (e.g. fewer rounds under emulation, where each start
+of a BCC tool takes minutes).
 """
 
 from __future__ import annotations
@@ -534,6 +537,12 @@ LATENCY_AUDTRACE = {
 LATENCY_CONDITIONS = ("none", *LATENCY_AUDTRACE, "syscount")
 # the kernel function getppid runs (x86_64's syscall wrapper), for --function and funclatency
 LATENCY_FUNCTION = {"x86_64": "__x64_sys_getppid", "aarch64": "__arm64_sys_getppid"}
+# --function as audtrace picks (fentry where the kernel allows it), and by kprobe/kretprobe,
+# funclatency's own mechanism
+LATENCY_FUNCTION_AUDTRACE = {
+    "audtrace-function": [],
+    "audtrace-function-kprobe": ["--function-via", "kprobe"],
+}
 
 
 def _tracing_line(tr: harness.Audtrace) -> str:
@@ -552,8 +561,9 @@ def latency_condition(name: str, work: Path, seen: dict[str, str]) -> Iterator[N
         with harness.audtrace(args, work / "latency.log") as tr:
             seen[name] = _tracing_line(tr)
             yield
-    elif name == "audtrace-function":
-        with harness.audtrace(["latency", "--function", fn], work / "latency.log") as tr:
+    elif name in LATENCY_FUNCTION_AUDTRACE:
+        args = ["latency", "--function", fn, *LATENCY_FUNCTION_AUDTRACE[name]]
+        with harness.audtrace(args, work / "latency.log") as tr:
             seen[name] = _tracing_line(tr)
             yield
     elif name == "funclatency":  # bcc's: one function's latency histogram
@@ -629,18 +639,32 @@ def latency_function(loop: Path, work: Path, scale: Scale) -> dict:
     from audtrace.tracer.ebpf import features
 
     fn = LATENCY_FUNCTION.get(platform.machine())
-    mech, why = features.function_mechanism("auto")
-    if fn is None or mech is None:
-        return {"skipped": why if mech is None else f"no function known on {platform.machine()}"}
+    if fn is None:
+        return {"skipped": f"no function known on {platform.machine()}"}
     if not features.kernel_function_exists(fn):
         return {"skipped": f"no kernel function {fn}"}
+    # what audtrace picks for this function (fentry needs the function in the kernel's BTF)
+    mech, why = features.function_mechanism("auto", fn)
+    if mech is None:
+        return {"skipped": why}
+    conds = ["none", "audtrace-function"]
+    # by kprobe too when audtrace picks fentry: the same mechanism as funclatency's
+    if mech == "fentry" and features.function_mechanism("kprobe")[0] == "kprobe":
+        conds.append("audtrace-function-kprobe")
     have_bcc = Path(FUNCLATENCY).exists()
-    conds = ("none", "audtrace-function", "funclatency")[: 3 if have_bcc else 2]
-    res = _latency_rounds(conds, "latency-function", loop, work, scale)
-    res["function"], res["via"] = fn, mech
     if have_bcc:
+        conds.append("funclatency")
+    with harness.debugfs_mounted() if have_bcc else contextlib.nullcontext():
+        res = _latency_rounds(tuple(conds), "latency-function", loop, work, scale)
+    res["function"], res["via"], res["via_why"] = fn, mech, why
+    if have_bcc:
+        # the target is on what audtrace picks; the kprobe figure is in the table beside it
         res["share_of_funclatency_added"] = _share(res["rounds"], "audtrace-function",
                                                    "funclatency")
+        res["share_of_funclatency_added_by"] = {
+            c: _share(res["rounds"], c, "funclatency")
+            for c in conds if c in LATENCY_FUNCTION_AUDTRACE
+        }
     return res
 
 
@@ -801,7 +825,8 @@ def report(res: dict) -> str:
             continue
         shares = lat.get("share_of_syscount_added") or {}
         if "share_of_funclatency_added" in lat:
-            shares = {"audtrace-function": lat["share_of_funclatency_added"]}
+            shares = lat.get("share_of_funclatency_added_by") or {
+                "audtrace-function": lat["share_of_funclatency_added"]}
         rows = [
             [
                 c,
@@ -922,6 +947,16 @@ def targets(res: dict) -> list[dict]:
     return out
 
 
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"a whole number >= 1, not {text!r}")
+    return n
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="tests/bench/run", description=__doc__.splitlines()[0])
     ap.add_argument("--short", action="store_true", help="one quick pass (CI): proves it works")
@@ -933,10 +968,16 @@ def main(argv: list[str] | None = None) -> int:
                  "latency-function", "audit-cost"),
         help="run only these parts",
     )
+    for opt, what in (("--rounds", "rounds of interleaved conditions"),
+                      ("--calls", "calls per timed block"),
+                      ("--reps", "timed blocks per measurement (the median is kept)")):
+        ap.add_argument(opt, type=_positive, metavar="N", help=f"{what} (overrides the scale)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         ap.error("needs root (BPF, kernel audit, auditd)")
     scale = SHORT if args.short else FULL
+    scale = dataclasses.replace(scale, **{k: v for k in ("rounds", "calls", "reps")
+                                          if (v := getattr(args, k)) is not None})
     # SIGTERM/SIGHUP unwind like Ctrl-C, so every `finally` puts kernel audit back (SIGINT
     # too: a shell starting us in the background would have left it ignored)
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

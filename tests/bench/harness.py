@@ -25,6 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
 AUDTRACE = REPO / "audtrace"
 LOOP_C = Path(__file__).with_name("loop.c")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+# seconds a tracer has to say it is tracing: the tests' setting (under emulation, in the
+# stock-kernel lane, a BCC compile takes minutes)
+START_TIMEOUT = float(os.environ.get("AUDTRACE_TEST_START_TIMEOUT", "120"))
 
 
 def build_loop(workdir: Path) -> Path:
@@ -124,11 +127,14 @@ class Audtrace:
         return None
 
 
-def start_tool(cmd: list[str], ready: str, timeout: float = 120) -> Audtrace:
+def start_tool(cmd: list[str], ready: str, timeout: float = START_TIMEOUT) -> Audtrace:
     """Start a tracer and return once a stderr or stdout line starts with `ready`."""
     t0 = time.monotonic()
+    # bcc's tools are Python and print their ready line without a flush: unbuffered, or the
+    # line waits in a pipe buffer until they exit
     proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     tr = Audtrace(proc, Path(cmd[-1]), 0.0)
     seen = threading.Event()
@@ -152,7 +158,7 @@ def start_tool(cmd: list[str], ready: str, timeout: float = 120) -> Audtrace:
     return tr
 
 
-def start_audtrace(args: list[str], output: Path, timeout: float = 120) -> Audtrace:
+def start_audtrace(args: list[str], output: Path, timeout: float = START_TIMEOUT) -> Audtrace:
     """`./audtrace ARGS -o OUTPUT`, once it says `audtrace: tracing`. (With -o, stdout carries
     nothing of the log; a subcommand that runs a command, like trace, passes it on.)"""
     if "--" in args:  # options before the command that follows `--`
@@ -181,6 +187,26 @@ def tool(cmd: list[str], ready: str) -> Iterator[Audtrace]:
         yield tr
     finally:
         tr.stop()
+
+
+DEBUGFS = Path("/sys/kernel/debug")
+
+
+@contextlib.contextmanager
+def debugfs_mounted() -> Iterator[None]:
+    """debugfs at /sys/kernel/debug for the duration, when it is not mounted there: bcc's
+    attach_kprobe(event_re=...) (funclatency) reads its kprobes/blacklist. Unmounted after,
+    with the tracefs the kernel automounts under it when that was touched."""
+    if os.path.ismount(DEBUGFS):
+        yield
+        return
+    subprocess.run(["mount", "-t", "debugfs", "debugfs", str(DEBUGFS)], check=True, timeout=30)
+    try:
+        yield
+    finally:
+        if os.path.ismount(DEBUGFS / "tracing"):
+            subprocess.run(["umount", str(DEBUGFS / "tracing")], check=False, timeout=30)
+        subprocess.run(["umount", str(DEBUGFS)], check=True, timeout=30)
 
 
 # ---- kernel audit and auditd ----------------------------------------------------------------

@@ -361,6 +361,33 @@ def test_function_latency(actors, via):
     assert any(via in line for line in run.stderr if line.startswith("audtrace: tracing"))
 
 
+@pytest.mark.kprobe
+def test_function_without_btf_is_timed_by_kprobe(actors):
+    """fentry attaches by BTF, which Debian 12's 6.1 lacks for its syscall wrappers: asked for
+    no mechanism, latency --function takes kprobes for such a function, says why, and counts
+    every call."""
+    from audtrace.tracer.ebpf import features
+
+    fn = "__x64_sys_getppid"
+    if not features.kernel_function_exists(fn):
+        pytest.skip(f"no {fn} on this kernel")
+    if features.function_in_btf(fn) is not False:
+        pytest.skip(f"this kernel's BTF describes {fn} (or there is none): fentry's case")
+    ok, why = features.kprobes_available()
+    if not ok:
+        pytest.skip(f"no kprobes on this kernel: {why}")
+    a = actors("lat-k", "getppid:500*4")
+    run = latency("--function", fn, "--pid", str(a.pid), "--format", "json")
+    tracing = next(line for line in run.stderr if line.startswith("audtrace: tracing"))
+    assert f"kprobe on {fn} (no fentry/fexit: {fn} is not in the kernel's BTF)" in tracing
+    done = a.go()
+    run.stop()
+    a.finish()
+    total = [r for r in reports(run.stdout) if r["report"] == "total"][0]
+    e = entry(total, fn)
+    assert e["kind"] == "function" and e["count"] == done["getppid"][0] == 2_000
+
+
 def test_tp_btf_refused_falls_back_to_raw_tracepoints(monkeypatch):
     """A kernel that loads the probe's empty tp_btf program but refuses the real ones (a
     stricter verifier) gets raw tracepoints: nothing of the refused pair stays attached, the

@@ -9,7 +9,7 @@ import pytest
 from audtrace.tracer.ebpf.btf import BTF, BTFError
 from audtrace.tracer.ebpf.layout import MEMBERS, from_btf
 
-INT, PTR, ARRAY, STRUCT, UNION, TYPEDEF, CONST = 1, 2, 3, 4, 5, 8, 10
+INT, PTR, ARRAY, STRUCT, UNION, TYPEDEF, CONST, FUNC, FUNC_PROTO = 1, 2, 3, 4, 5, 8, 10, 12, 13
 
 
 class Blob:
@@ -101,6 +101,19 @@ def test_errors_name_the_missing_piece():
     with pytest.raises(BTFError, match="bitfield"):
         btf.offset("flags.b")
     assert not btf.has_member("dentry.d_inode")
+
+
+def test_functions_are_told_from_types_of_the_same_name():
+    b = Blob()
+    u32 = b.int_("unsigned int", 4)
+    proto = b.add("", FUNC_PROTO, 1, u32, struct.pack("<II", b.s("pid"), u32))
+    b.add("do_nanosleep", FUNC, 0, proto)
+    b.struct_("getppid_args", 4, [("x", u32, 0)])     # a struct is no function
+    btf = BTF(b.bytes())
+    assert btf.has_function("do_nanosleep")
+    assert btf.func_params("do_nanosleep") == ["pid"]
+    assert not btf.has_function("getppid_args")
+    assert not btf.has_function("__x64_sys_getppid")
 
 
 def test_bad_magic_is_refused():

@@ -195,6 +195,9 @@ class BTF:
                     for i in range(vlen)]
         raise BTFError(f"no function {name} in BTF")
 
+    def has_function(self, name: str) -> bool:
+        return any(self._type(tid)[0] == FUNC for tid in self._by_name.get(name, []))
+
     def has_member(self, path: str) -> bool:
         try:
             self.offset(path)

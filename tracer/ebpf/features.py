@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from audtrace.tracer.ebpf import system
-from audtrace.tracer.ebpf.btf import VMLINUX
+from audtrace.tracer.ebpf.btf import BTF, VMLINUX, BTFError
 from audtrace.tracer.ebpf.layout import Layout, has_register_offsets
 
 KALLSYMS = Path("/proc/kallsyms")
@@ -170,13 +170,29 @@ def kernel_function_exists(name: str) -> bool:
         return True   # cannot tell: let the attach say
 
 
-def function_mechanism(via: str) -> tuple[str | None, str]:
+def function_in_btf(name: str) -> bool | None:
+    """Does the kernel's BTF describe function `name`? fentry/fexit attach by it: Debian 12's
+    6.1 has no BTF for its syscall wrappers (__x64_sys_*), which kprobes reach. None: no
+    BTF to read (let the attach say)."""
+    if "." in name:     # a compiler-made local symbol (foo.isra.0) never has BTF
+        return False
+    try:
+        return BTF.load().has_function(name)
+    except (OSError, BTFError):
+        return None
+
+
+def function_mechanism(via: str, name: str | None = None) -> tuple[str | None, str]:
     """How to time a kernel function: ('fentry'|'kprobe'|None, why). fentry/fexit first
-    (cheaper), then kprobe/kretprobe; `via` "fentry" or "kprobe" asks for one only."""
+    (cheaper), then kprobe/kretprobe; `via` "fentry" or "kprobe" asks for one only. With
+    `name`, fentry only when the kernel's BTF describes that function."""
     reasons = []
     if via in ("auto", "fentry"):
-        with _quiet_stderr():   # libbpf prints the refused load itself
-            ok, why = fentry_available()
+        if name is not None and function_in_btf(name) is False:
+            ok, why = False, f"{name} is not in the kernel's BTF"
+        else:
+            with _quiet_stderr():   # libbpf prints the refused load itself
+                ok, why = fentry_available()
         if ok:
             return "fentry", why
         if "super-user" in why:  # BCC's words for EPERM, misleading when root
@@ -185,7 +201,8 @@ def function_mechanism(via: str) -> tuple[str | None, str]:
     if via in ("auto", "kprobe"):
         ok, why = kprobes_available()
         if ok:
-            return "kprobe", why
+            # why fentry was passed over, if it was
+            return "kprobe", "; ".join(f"no {r}" for r in reasons) or why
         reasons.append(f"kprobe/kretprobe: {why}")
     return None, "; ".join(reasons)
 

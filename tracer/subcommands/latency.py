@@ -76,6 +76,7 @@ class LatencyRequest:
     syscalls: list[str] = field(default_factory=list)
     function: str | None = None
     function_via: str | None = None          # "fentry" or "kprobe", decided at run time
+    function_why: str = ""                   # (auto) why kprobe: fentry passed over
     syscall_via: str = "auto"                # "auto", "raw" or "tracepoints"
     mechanism: Mechanism | None = None       # chosen at run time (choose_mechanism)
     pids: list[int] = field(default_factory=list)
@@ -112,7 +113,8 @@ def choose_mechanism(req: LatencyRequest) -> Mechanism:
         # probe the latter
         ok, _why = features.task_storage_available("kprobe")
         return Mechanism(task_storage=ok, arrays=arrays,
-                         function=f"{req.function_via} on {req.function}")
+                         function=f"{req.function_via} on {req.function}"
+                         + (f" ({req.function_why})" if req.function_why else ""))
     via = req.syscall_via
     raw_ok, raw_why = features.raw_tracepoint_available()
     machine = tables.arch_name(tables.host_arch()) or ""
@@ -405,12 +407,12 @@ def _choose_function_mechanism(req: LatencyRequest, via: str) -> None:
 
     if missing_caps("ebpf"):
         return  # the session says what is missing
-    if "." in req.function and via == "auto":
-        via = "kprobe"      # a compiler-made local symbol (foo.isra.0) has no BTF: no fentry
-    mech, why = features.function_mechanism(via)
-    if mech is None:
-        raise click.ClickException(f"latency --function needs fentry/fexit or kprobes, and this"
-                                   f" kernel offers neither: {why}")
     if not features.kernel_function_exists(req.function):
         raise click.ClickException(f"no kernel function {req.function!r} in /proc/kallsyms")
+    # fentry needs the function in the kernel's BTF; kprobes reach any function kallsyms has
+    mech, why = features.function_mechanism(via, req.function)
+    if mech is None:
+        raise click.ClickException(f"latency --function {req.function} needs fentry/fexit or"
+                                   f" kprobes, and neither is usable here: {why}")
     req.function_via = mech
+    req.function_why = why if mech == "kprobe" and via == "auto" else ""
