@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -234,3 +236,44 @@ def release(children: list[subprocess.Popen]) -> list[int]:
         c.stdin.write(b"\n")
         c.stdin.close()
     return [c.wait(timeout=30) for c in children]
+
+
+@contextmanager
+def ignoring_target(*sigs: int) -> Iterator[int]:
+    """The pid of a process that ignores `sigs`, alive for the block: the target of a storm,
+    or of `kill --sig`, that stays to be named in every record."""
+    names = ", ".join(f"signal.{signal.Signals(s).name}" for s in sigs)
+    proc = subprocess.Popen([PYTHON, "-c", f"import signal, sys\nfor s in ({names},):"
+                             " signal.signal(s, signal.SIG_IGN)\n"
+                             "print(flush=True); sys.stdin.read()"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        proc.stdout.readline()
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def paced_sender(target: int, rate: int, batch: int = 1) -> Iterator[dict]:
+    """SIGUSR2 to target from a fresh process at about `rate` a second, `batch` at a time,
+    until the block ends; then the dict holds the sender's pid and how many it sent."""
+    code = (f"import os, select, sys, time\nsent = 0\nstep = {batch} / {rate}\n"
+            "next_t = time.monotonic()\nprint(os.getpid(), flush=True)\n"
+            "while not select.select([sys.stdin], [], [], 0)[0]:\n"
+            f"    for _ in range({batch}): os.kill({target}, 12)\n"
+            f"    sent += {batch}\n"
+            "    next_t += step\n"
+            "    time.sleep(max(0, next_t - time.monotonic()))\n"
+            "print(sent, flush=True)\n")
+    proc = subprocess.Popen([PYTHON, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    out = {"pid": int(proc.stdout.readline())}
+    try:
+        yield out
+    finally:
+        proc.stdin.write("\n")
+        proc.stdin.close()
+        out["sent"] = int(proc.stdout.readline())
+        proc.wait(timeout=30)

@@ -227,9 +227,8 @@ def test_the_daemon_ships_its_events_through_audisp_remote(tmp_path):
     namespace has the test's audisp-remote.conf, auditd's a private /run for its pid file.
     Kernel audit, the system's files and its auditd are left alone."""
     pytest.importorskip("audtrace.tracer.daemon", reason="needs `audtrace daemon`")
-    from helpers import REPO, wait_for
+    from helpers import REPO, ignoring_target, wait_for
     from test_daemon import kill_line, send
-    from test_disk_full import usr2_target
 
     conf, central_log, remote, plugins = central_setup(tmp_path)
     log = tmp_path / "audit.log"
@@ -247,7 +246,7 @@ def test_the_daemon_ships_its_events_through_audisp_remote(tmp_path):
         procs.append(auditd)
         assert wait_for(lambda: central_log.exists()
                         and b"type=DAEMON_START " in central_log.read_bytes()), "auditd"
-        with usr2_target() as target:
+        with ignoring_target(signal.SIGUSR2) as target:
             (tmp_path / "audtrace.conf").write_text(
                 f"log_file = {log}\nplugin_dir = {plugins}\nname_format = user\n"
                 f"name = web-01\nspace_left = 0\nadmin_space_left = 0\n{kill_line(target)}")

@@ -28,7 +28,9 @@ from helpers import (
     audit_rules,
     bpf_prog_ids,
     bpf_prog_ids_held,
+    ignoring_target,
     leaked_bpf_progs,
+    paced_sender,
     system_state,
     wait_for,
 )
@@ -40,7 +42,6 @@ from test_disk_full import (
     read_log,
     small_disk,
     storm,
-    usr2_target,
 )
 
 pytestmark = pytest.mark.kernel
@@ -147,31 +148,6 @@ def send(target: int, sig: int, n: int) -> int:
     return int(r.stdout)
 
 
-@contextmanager
-def paced_storm(target: int, rate: int) -> Iterator[dict]:
-    """SIGUSR2 to target at about `rate` a second until the block ends; then the dict holds
-    the sender's pid and how many it sent."""
-    code = (f"import os, sys, time\nsent = 0\nstep = 1 / {rate} * 50\nnext_t = time.monotonic()\n"
-            "print(os.getpid(), flush=True)\n"
-            "import select\n"
-            "while not select.select([sys.stdin], [], [], 0)[0]:\n"
-            f"    for _ in range(50): os.kill({target}, 12)\n"
-            "    sent += 50\n"
-            "    next_t += step\n"
-            "    time.sleep(max(0, next_t - time.monotonic()))\n"
-            "print(sent, flush=True)\n")
-    proc = subprocess.Popen([PYTHON, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    out = {"pid": int(proc.stdout.readline())}
-    try:
-        yield out
-    finally:
-        proc.stdin.write("\n")
-        proc.stdin.close()
-        out["sent"] = int(proc.stdout.readline())
-        proc.wait(timeout=30)
-
-
 @dataclass
 class Events:
     kills: dict[tuple[int, int], int]      # (sender pid, signal) -> events
@@ -209,7 +185,7 @@ def test_ready_once_tracing_and_sigterm_restores_audit_state(tmp_path):
     right after it is in the log, from both sources; SIGTERM puts everything back, exit 0."""
     before = system_state()
     log = tmp_path / "log" / "audit.log"
-    with usr2_target() as target:
+    with ignoring_target(signal.SIGUSR2) as target:
         conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\n{QUIET}"
                       f"trace = kill --source both --sig USR2 --target-pid {target}\n")
         with daemon(conf) as d:
@@ -237,7 +213,7 @@ def test_rotation_during_a_storm_keeps_every_event_whole(tmp_path):
     log_dir = tmp_path / "log"
     log = log_dir / "audit.log"
     n = 3 * STORM
-    with usr2_target() as target:
+    with ignoring_target(signal.SIGUSR2) as target:
         conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\nmax_log_file = 1\n"
                       f"num_logs = 99\n{QUIET}{kill_line(target)}")
         with daemon(conf) as d:
@@ -269,7 +245,7 @@ def test_sigusr1_rotates_now_with_the_configured_group(tmp_path):
     group = next((g for g in ("adm", "daemon") if _has_group(g)), None)
     if group is None:
         pytest.skip("needs a group adm or daemon")
-    with usr2_target() as target:
+    with ignoring_target(signal.SIGUSR2) as target:
         conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\nlog_group = {group}\n"
                       f"{QUIET}{kill_line(target)}")
         with daemon(conf) as d:
@@ -304,12 +280,12 @@ def test_sighup_reload_under_a_storm_loses_nothing_and_puts_the_new_rules_in_for
     (the old and the new program overlap; what both saw is written once), and the new
     trace line (SIGUSR1 too) is in force once READY=1 says the reload is done."""
     log = tmp_path / "audit.log"
-    with usr2_target() as target:
+    with ignoring_target(signal.SIGUSR2) as target:
         conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\nnum_logs = 99\n{QUIET}"
                       f"{kill_line(target)}")
         with daemon(conf) as d:
             before = send(target, signal.SIGUSR1, 5)        # not traced yet
-            with paced_storm(target, 5000) as s:
+            with paced_sender(target, 5000, batch=50) as s:
                 time.sleep(1)
                 config(conf, f"log_file = {log}\nnum_logs = 99\n{QUIET}"
                        f"{kill_line(target, 'USR2,USR1')}")
@@ -336,7 +312,7 @@ def test_sighup_reload_under_a_storm_loses_nothing_and_puts_the_new_rules_in_for
 
 def test_a_bad_configuration_at_reload_keeps_the_one_in_force(tmp_path):
     log = tmp_path / "audit.log"
-    with usr2_target() as target:
+    with ignoring_target(signal.SIGUSR2) as target:
         conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\n{QUIET}"
                       f"{kill_line(target)}")
         with daemon(conf) as d:
@@ -376,7 +352,7 @@ def test_disk_full_under_each_action(tmp_path, action):
         action = f"exec {program}"
     elif action == "rotate":
         extra = "num_logs = 3\n"
-    with small_disk(tmp_path) as disk, usr2_target() as target:
+    with small_disk(tmp_path) as disk, ignoring_target(signal.SIGUSR2) as target:
         fill(disk)
         conf = config(tmp_path / "audtrace.conf", f"log_file = {disk.inside}/audit.log\n"
                       f"disk_full_action = {action}\n{extra}{QUIET}{kill_line(target)}")
@@ -460,7 +436,7 @@ def test_every_event_also_goes_to_the_plugins(tmp_path):
     conf_file.chmod(0o640)
     log = tmp_path / "audit.log"
     got2 = tmp_path / "plugin-got-2"
-    with usr2_target() as target:
+    with ignoring_target(signal.SIGUSR2) as target:
         conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\nplugin_dir = {plugins}\n"
                       f"{QUIET}{kill_line(target)}")
         with daemon(conf) as d:
@@ -503,7 +479,7 @@ def test_reload_changes_kernel_audit_rules_in_place_and_sigterm_puts_them_back(t
         assert wait_for(lambda: sum("configuration reloaded" in s for s in d.stderr) == nth,
                         timeout=START_TIMEOUT), d.text()
 
-    with usr2_target() as target:
+    with ignoring_target(signal.SIGUSR2) as target:
         conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\n{QUIET}"
                       f"{line('USR2', target, 'ebpf')}")
         with daemon(conf) as d:
@@ -527,7 +503,7 @@ def test_reload_reads_the_rules_directory_again(tmp_path):
     rules = tmp_path / "rules.d"
     rules.mkdir()
     log = tmp_path / "audit.log"
-    with usr2_target() as target:
+    with ignoring_target(signal.SIGUSR2) as target:
         base = f"-a always,exit -F arch=b64 -S kill -F a0={target}"
         (rules / "10-usr2.rules").write_text(f"-D\n{base} -F a1=12 -k daemon-usr2\n")
         conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\n{QUIET}"
@@ -554,7 +530,7 @@ def test_space_left_actions_on_a_small_disk(tmp_path):
     """space_left (SYSLOG) and admin_space_left (SUSPEND) as percentages of a 1 MiB tmpfs
     filled to 75%: both act at start; the suspended log takes nothing, every event counted,
     until room is made and SIGUSR2 resumes it."""
-    with small_disk(tmp_path) as disk, usr2_target() as target:
+    with small_disk(tmp_path) as disk, ignoring_target(signal.SIGUSR2) as target:
         filler = fill(disk)
         conf = config(tmp_path / "audtrace.conf", f"log_file = {disk.inside}/audit.log\n"
                       "space_left = 60%\nspace_left_action = syslog\nadmin_space_left = 40%\n"
@@ -575,21 +551,6 @@ def test_space_left_actions_on_a_small_disk(tmp_path):
             got = events(disk.path("audit.log")).kills
     assert (unwritten, 12) not in got
     assert d.summary()["log"] == 20
-
-
-@contextmanager
-def term_target() -> Iterator[int]:
-    """A process that ignores SIGTERM and SIGUSR2: the target of `kill --sig 15,12`."""
-    proc = subprocess.Popen([PYTHON, "-c", "import signal, sys\nfor s in (signal.SIGTERM,"
-                             " signal.SIGUSR2): signal.signal(s, signal.SIG_IGN)\n"
-                             "print(flush=True); sys.stdin.read()"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        proc.stdout.readline()
-        yield proc.pid
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def ausearch_syscalls(path: Path, pid: int) -> int:
@@ -630,7 +591,7 @@ def test_logrotate_with_the_shipped_recipe_loses_and_splits_nothing(tmp_path):
     log_dir = tmp_path / "log"
     log = log_dir / "audit.log"
     state = tmp_path / "logrotate.state"
-    with term_target() as target:
+    with ignoring_target(signal.SIGTERM, signal.SIGUSR2) as target:
         conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\n"
                       f"max_log_file_action = ignore\n{QUIET}"
                       f"trace = kill --sig 15,12 --target-pid {target}\n")
@@ -646,7 +607,7 @@ def test_logrotate_with_the_shipped_recipe_loses_and_splits_nothing(tmp_path):
 
             first = send(target, signal.SIGTERM, 5)
             assert wait_for(lambda: events(log).kills.get((first, 15)) == 5), d.text()
-            with paced_storm(target, 2000) as s:
+            with paced_sender(target, 2000, batch=50) as s:
                 time.sleep(0.5)
                 logrotate(1)
                 time.sleep(0.5)
@@ -731,7 +692,7 @@ def test_max_log_file_action(tmp_path, action):
     log_dir = tmp_path / "log"
     log = log_dir / "audit.log"
     with ExitStack() as stack:
-        target = stack.enter_context(usr2_target())
+        target = stack.enter_context(ignoring_target(signal.SIGUSR2))
         ns, syslogged = stack.enter_context(private_syslog()) if action == "syslog" \
             else (None, [])
         conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\nmax_log_file = 1\n"
@@ -790,7 +751,7 @@ def test_name_format_puts_node_first_and_ausearch_node_finds_it(tmp_path, name_f
         name_format]
     log = tmp_path / "audit.log"
     name = "name = audtrace-test-node\n" if name_format == "user" else ""
-    with usr2_target() as target:
+    with ignoring_target(signal.SIGUSR2) as target:
         conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\nname_format = "
                       f"{name_format}\n{name}{QUIET}{kill_line(target)}")
         with daemon(conf) as d:
@@ -863,7 +824,7 @@ def test_flush_and_freq(tmp_path, flush):
     a burst sent right before SIGTERM is all written at exit."""
     log = tmp_path / "audit.log"
     freq, n = 3, 6
-    with usr2_target() as target:
+    with ignoring_target(signal.SIGUSR2) as target:
         conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\nflush = {flush}\n"
                       f"freq = {freq}\n{QUIET}{kill_line(target)}")
         with daemon(conf) as d:

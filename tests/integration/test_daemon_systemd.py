@@ -18,18 +18,18 @@ from pathlib import Path
 
 import pytest
 from helpers import (
-    PYTHON,
     REPO,
     START_TIMEOUT,
     audit_rules,
     bpf_prog_ids,
     bpf_prog_ids_held,
+    ignoring_target,
     leaked_bpf_progs,
+    paced_sender,
     system_state,
     wait_for,
 )
 from test_daemon import QUIET, config, send
-from test_disk_full import usr2_target
 
 pytestmark = [pytest.mark.kernel, pytest.mark.systemd]
 
@@ -86,25 +86,6 @@ def installed_unit(conf: Path) -> Iterator[str]:
         systemctl("daemon-reload")
 
 
-@contextmanager
-def steady_sender(target: int) -> Iterator[dict]:
-    """SIGUSR2 to target every 20 ms from a fresh process until the block ends; then the
-    dict holds its pid and how many it sent."""
-    code = ("import os, select, sys\nprint(os.getpid(), flush=True)\nsent = 0\n"
-            "while not select.select([sys.stdin], [], [], 0.02)[0]:\n"
-            f"    os.kill({target}, 12)\n    sent += 1\nprint(sent, flush=True)\n")
-    proc = subprocess.Popen([PYTHON, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    out = {"pid": int(proc.stdout.readline())}
-    try:
-        yield out
-    finally:
-        proc.stdin.write("\n")
-        proc.stdin.close()
-        out["sent"] = int(proc.stdout.readline())
-        proc.wait(timeout=30)
-
-
 def test_start_reload_stop_through_systemctl(tmp_path):
     if UNIT_FILE.exists() or show("LoadState")["LoadState"] != "not-found":
         pytest.skip(f"{UNIT} is installed here already; this test would replace it")
@@ -112,7 +93,7 @@ def test_start_reload_stop_through_systemctl(tmp_path):
     # is audtrace's to remove as well (compared with the mounts below)
     before = system_state()
     log = tmp_path / "log" / "audit.log"
-    with usr2_target() as target:
+    with ignoring_target(signal.SIGUSR2) as target:
         trace = f"trace = kill --source both --sig 15,12 --target-pid {target}\n"
         conf = config(tmp_path / "audtrace.conf", f"log_file = {log}\n{QUIET}{trace}")
         with installed_unit(conf) as text:
@@ -140,7 +121,7 @@ def test_start_reload_stop_through_systemctl(tmp_path):
 
             # reload: a node name from now on; a sender keeps going across it
             config(conf, f"log_file = {log}\n{QUIET}name_format = user\nname = {NODE}\n{trace}")
-            with steady_sender(target) as steady:
+            with paced_sender(target, 50) as steady:
                 time.sleep(1)
                 r = systemctl("reload", UNIT)
                 assert r.returncode == 0, r.stderr + journal()

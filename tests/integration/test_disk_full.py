@@ -29,6 +29,7 @@ from helpers import (
     bpf_prog_ids,
     bpf_prog_ids_held,
     follow_stderr,
+    ignoring_target,
     leaked_bpf_progs,
     wait_for,
 )
@@ -77,20 +78,6 @@ def small_disk(tmp_path: Path) -> Iterator[Disk]:
     finally:
         holder.kill()
         holder.wait()
-
-
-@contextmanager
-def usr2_target() -> Iterator[int]:
-    """A process that ignores SIGUSR2: the storm's target."""
-    proc = subprocess.Popen([PYTHON, "-c", "import signal, sys; signal.signal(signal.SIGUSR2,"
-                             " signal.SIG_IGN); print(flush=True); sys.stdin.read()"],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        proc.stdout.readline()
-        yield proc.pid
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 def storm(target: int, n: int) -> int:
@@ -164,7 +151,7 @@ def no_traceback(tracer: Tracer) -> None:
 
 
 def test_keep_tracing_count_the_loss_and_say_it_when_room_comes_back(tmp_path):
-    with small_disk(tmp_path) as disk, usr2_target() as target:
+    with small_disk(tmp_path) as disk, ignoring_target(signal.SIGUSR2) as target:
         filler = fill(disk)
         tracer = start(disk, target)
         try:
@@ -199,7 +186,7 @@ def test_keep_tracing_count_the_loss_and_say_it_when_room_comes_back(tmp_path):
 
 
 def test_suspend_writes_nothing_until_sigusr2(tmp_path):
-    with small_disk(tmp_path) as disk, usr2_target() as target:
+    with small_disk(tmp_path) as disk, ignoring_target(signal.SIGUSR2) as target:
         filler = fill(disk)
         tracer = start(disk, target, "--disk-full-action", "suspend")
         try:
@@ -226,7 +213,7 @@ def test_suspend_writes_nothing_until_sigusr2(tmp_path):
 
 
 def test_stop_ends_the_run_cleanly_and_puts_everything_back(tmp_path):
-    with small_disk(tmp_path) as disk, usr2_target() as target:
+    with small_disk(tmp_path) as disk, ignoring_target(signal.SIGUSR2) as target:
         fill(disk)
         mounts, progs = disk.tracing_mounts(), bpf_prog_ids()
         tracer = start(disk, target, "--disk-full-action", "stop")
@@ -257,7 +244,7 @@ def test_rotation_by_size_between_events(tracers, tmp_path):
     """--max-log-file 1 --num-logs 3 under a storm of several MiB: log.2, log.1, log, each
     of whole events, the rotated ones ending with the event that reached 1 MiB, in order."""
     log = tmp_path / "audit.log"
-    with usr2_target() as target:
+    with ignoring_target(signal.SIGUSR2) as target:
         tracer = tracers(["kill", "--sig", "USR2", "--target-pid", str(target),
                           "--max-log-file", "1", "--num-logs", "3"], log)
         storm(target, 2 * STORM)
